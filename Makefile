@@ -1,0 +1,40 @@
+# The README's two commands: `make sandbox` (the demo) and `make test` (every test).
+# Both install what they need on a fresh machine; nothing is assumed preinstalled
+# beyond python3.11 and, for the tests' servers, Debian's apt.
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+CACHE := .cache
+UV := $(CACHE)/uv/bin/uv
+VENV := .venv
+export UV
+
+.PHONY: install test test-unit sandbox clean lock
+
+$(UV):
+	$(PYTHON) -m venv $(CACHE)/uv
+	$(CACHE)/uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: requirements/lock.txt pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing -p $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet -p $(VENV) requirements/lock.txt
+	$(UV) pip install --quiet -p $(VENV) --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# Every outside part the tests need (Debian packages, side venvs) is installed by
+# the scripts in tests/setup, then the whole suite runs. Nothing is skipped.
+test: install
+	@for script in tests/setup/*.sh; do echo "== $$script"; bash $$script || exit 1; done
+	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# The fast part: no outside servers.
+test-unit: install
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
+
+lock: | $(UV)
+	$(UV) pip compile --quiet pyproject.toml --extra test -p 3.11 -o requirements/lock.txt
+
+clean:
+	rm -rf $(CACHE) $(VENV)
