@@ -148,9 +148,13 @@ class TargetDiff:
     in_sync: int
 
     @property
-    def in_sync_ratio(self) -> float:
+    def items(self) -> int:
+        """Expected R plus managed L bound to none of them: a bound pair counts once."""
         expected_ids = {s.id for s in self.expected}
         bound_live = {b.live.native_id for b in self.bindings if b.schedule.id in expected_ids}
-        # A bound pair counts once: every expected R plus the managed L bound to none of them.
-        items = len(expected_ids) + sum(1 for l in self.managed if l.native_id not in bound_live)
+        return len(expected_ids) + sum(1 for l in self.managed if l.native_id not in bound_live)
+
+    @property
+    def in_sync_ratio(self) -> float:
+        items = self.items
         return 1.0 if items == 0 else self.in_sync / items
