@@ -97,6 +97,8 @@ class Metrics:
 
     def observe_target(self, report: TargetReport) -> None:
         name = report.name
+        with self._lock:
+            self._targets.add(name)
         if report.list_seconds is not None:
             self.list_duration.labels(target=name).observe(report.list_seconds)
         if report.diff is None:
@@ -176,7 +178,7 @@ class Metrics:
         for labels in self._blocked.pop(name, set()):
             self.cleanup_blocked.remove(*labels)
         for gauge in (self.registry_schedules, self.in_sync_ratio, self.target_up, self.last_success,
-                      self.drift_info_dropped):
+                      self.drift_info_dropped, self.list_duration):
             _remove(gauge, name)
 
 
