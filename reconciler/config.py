@@ -126,6 +126,8 @@ class KubernetesTarget(_TargetBase):
     host: str | None = None  # API server URL, with token_file (e.g. an emulator)
     token_file: str | None = None
     page_size: int = Field(default=500, ge=1, le=1000)
+    # What happens to the Jobs a deleted CronJob made; explicit, never the server's default.
+    propagation_policy: Literal["Background", "Foreground", "Orphan"] = "Background"
 
 
 TargetConfig = Annotated[

@@ -32,8 +32,10 @@ from reconciler.model import (
 from reconciler.scope import TargetScope, normalize_id
 from reconciler.spec import same_spec, spec_differences
 
-# `<pipeline>_<32 hex>`: how ZenML names KFP recurring runs and Airflow DAGs.
-PIPELINE_HEX = re.compile(r"^(?P<pipeline>.+)_(?P<hex>[0-9a-f]{32})$")
+# `<pipeline>_<32 hex>`: how ZenML names KFP recurring runs and Airflow DAGs. Current
+# ZenML turns underscores into dashes for KFP (`training-pipeline-<hex>`), so both
+# separators are read and pipeline names are compared with `_` and `-` as one.
+PIPELINE_HEX = re.compile(r"^(?P<pipeline>.+)[_-](?P<hex>[0-9a-f]{32})$")
 # Run-metadata keys in which ZenML stores the live object's name, per flavor.
 METADATA_NAME_KEYS = {"kubernetes": ("cron_job_name",)}
 _NAMING_PIPELINE_HEX = {"airflow", "kubeflow"}
@@ -184,18 +186,27 @@ def names_match(scope: TargetScope, schedule: RegistrySchedule, item: LiveSchedu
     if scope.flavor == "vertex":
         return item.name == schedule.original_name
     if scope.flavor in _NAMING_PIPELINE_HEX:
-        match = PIPELINE_HEX.match(item.name)
-        return match is not None and schedule.pipeline is not None and match.group("pipeline") == schedule.pipeline
+        return schedule.pipeline is not None and _same_pipeline(live_pipeline(item), schedule.pipeline)
     if scope.flavor == "kubernetes":
         return _kubernetes_name_matches(schedule, item)
     return False
 
 
+def live_pipeline(item: LiveSchedule) -> str | None:
+    """The pipeline part of a `<pipeline>_<32 hex>` live name, if it has one."""
+    match = PIPELINE_HEX.match(item.name)
+    return match.group("pipeline") if match else None
+
+
+def _same_pipeline(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.replace("_", "-") == b.replace("_", "-")
+
+
 def _kubernetes_name_matches(schedule: RegistrySchedule, item: LiveSchedule) -> bool:
-    # `<prefix>-<8 hex>-<sanitized pipeline>`, cut to the 52 characters a CronJob name may have.
+    # `[<prefix>-]<8 hex>-<sanitized pipeline>`, cut to the 52 characters a CronJob name may have.
     if schedule.pipeline is None or item.component_id not in (None, schedule.orchestrator_id):
         return False
-    match = re.match(r"^[a-z0-9-]*?-[0-9a-f]{8}-(?P<pipeline>[a-z0-9-]+)$", item.name)
+    match = re.match(r"^(?:[a-z0-9-]*-)?[0-9a-f]{8}-(?P<pipeline>[a-z0-9-]+)$", item.name)
     if match is None:
         return False
     wanted = sanitize_kubernetes_name(schedule.pipeline)
@@ -261,12 +272,11 @@ def _ownership_evidence(scope: TargetScope, item: LiveSchedule, pipelines: froze
     if item.zenml_marks:
         return ", ".join(sorted(item.zenml_marks))
     if scope.flavor in _NAMING_PIPELINE_HEX:
-        match = PIPELINE_HEX.match(item.name)
-        if match and match.group("pipeline") in pipelines:
-            pipeline = match.group("pipeline")
+        pipeline = next((p for p in sorted(pipelines) if _same_pipeline(live_pipeline(item), p)), None)
+        if pipeline is not None:
             if scope.flavor == "airflow":
                 return f"name of ZenML pipeline {pipeline!r}"
-            if item.group == pipeline:
+            if _same_pipeline(item.group, pipeline):
                 return f"name and experiment of ZenML pipeline {pipeline!r}"
     ownership = scope.ownership
     if ownership.labels and all(item.labels.get(k) == v for k, v in ownership.labels.items()):

@@ -99,7 +99,9 @@ class LoggedRequest:
 
 
 class RequestLog:
-    def __init__(self) -> None:
+    def __init__(self, safe_operations: frozenset[str] = frozenset()) -> None:
+        # POSTs that change nothing (logins, token exchanges) are not mutations.
+        self._safe_operations = safe_operations
         self._items: list[LoggedRequest] = []
         self._lock = threading.Lock()
 
@@ -112,7 +114,7 @@ class RequestLog:
             return list(self._items)
 
     def mutations(self) -> list[LoggedRequest]:
-        return [r for r in self.all() if r.mutating]
+        return [r for r in self.all() if r.mutating and r.operation not in self._safe_operations]
 
     def count(self, operation: str) -> int:
         return sum(1 for r in self.all() if r.operation == operation)
@@ -159,11 +161,12 @@ class HttpEmulator:
     """
 
     name = "emulator"
+    safe_operations: frozenset[str] = frozenset()  # non-GET operations that change nothing
 
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self.faults = FaultPlan()
-        self.log = RequestLog()
+        self.log = RequestLog(self.safe_operations)
         self.lock = threading.RLock()  # guards the emulated state
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None

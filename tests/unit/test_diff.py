@@ -134,6 +134,24 @@ def test_name_template_overrides_the_flavor_rule():
     assert [b.live.name for b in diff.bindings] == ["team-etl-v2"]
 
 
+def test_kubeflow_dashed_names_bind_like_underscored_ones():
+    kfp = component("kfp", "kubeflow")
+    row = schedule("nightly", kfp.id, "training_pipeline")
+    dashed = live("training-pipeline-" + "ab" * 16, group="training_pipeline")
+    orphan = live("old-pipeline-" + "cd" * 16, group="old_pipeline")
+    diff = diff_target(scope("kubeflow", kfp), snapshot([row], [kfp], {"training_pipeline", "old_pipeline"}),
+                       [dashed, orphan], NOW)
+    assert [b.live.name for b in diff.bindings] == [dashed.name]
+    assert kinds(diff) == [("orchestrator_only", None, orphan.name)]
+
+
+def test_kubernetes_name_without_prefix_binds():
+    row = schedule("n", K8S.id, "k8s_batch")
+    item = live("0a1b2c3d-k8s-batch", native_id="zenml/0a1b2c3d-k8s-batch")
+    diff = diff_target(scope("kubernetes", K8S), snapshot([row], [K8S]), [item], NOW)
+    assert [b.live.name for b in diff.bindings] == [item.name]
+
+
 def test_kubeflow_name_mark_needs_the_experiment_too():
     kfp = component("kfp", "kubeflow")
     rows = [schedule("a", kfp.id, "kfp_etl")]

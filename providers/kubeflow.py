@@ -1,0 +1,347 @@
+"""Kubeflow Pipelines (kfp 2.x, API v2beta1): recurring runs as live schedules.
+
+Speaks through `kfp_server_api`, the client generated inside kfp, configured
+directly: `kfp.Client` probes healthz while it is being constructed and has no
+per-call timeout. Every call here has an explicit `_request_timeout` (a
+(connect, read) pair: the generated client silently drops a float), goes
+through the shared retry policy, and counts itself once per attempt.
+
+Responses are read as the server's JSON (`_preload_content=False`), so `raw`
+holds exactly what the API returned, ready for an audit snapshot and a restore.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import kfp_server_api
+import urllib3
+from kfp_server_api.api.experiment_service_api import ExperimentServiceApi
+from kfp_server_api.api.recurring_run_service_api import RecurringRunServiceApi
+from kfp_server_api.exceptions import ApiException
+
+from providers.base import RequestRecorder, null_recorder
+from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries, parse_retry_after
+from reconciler.config import KubeflowTarget as KubeflowConfig
+from reconciler.config import secret
+from reconciler.model import ListingError, LiveSchedule, LiveState
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# ZenML's step entrypoint: the command of every step container ZenML compiles into a KFP spec.
+ZENML_ENTRYPOINT_MODULE = "zenml.entrypoints.entrypoint"
+# Fields the server sets on create; a restore sends the rest of the snapshot back.
+_SERVER_FIELDS = ("recurring_run_id", "created_at", "updated_at", "status", "error", "namespace")
+
+
+class KubeflowError(Exception):
+    """A KFP call that failed for good. One line, never a credential. `status` None: no answer."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeflowTarget:
+    flavor = "kubeflow"
+
+    def __init__(self, config: KubeflowConfig, recorder: RequestRecorder = null_recorder) -> None:
+        self.name = config.name
+        self.endpoint = _safe_endpoint(config.host)
+        self._config = config
+        self._recorder = recorder
+        self._backoff = Backoff(max_retries=config.max_retries)
+        self._limiter = RateLimiter(config.rate_limit)
+        self._static_token = secret(config.token_env, None) if config.token_env and not config.token_file else None
+        self._token: str | None = self._static_token
+        self._cookies = secret(config.cookies_env, None) if config.cookies_env else None
+
+        configuration = kfp_server_api.Configuration(host=config.host.rstrip("/"))
+        configuration.verify_ssl = config.verify_tls
+        if config.ca_bundle:
+            configuration.ssl_ca_cert = config.ca_bundle
+        configuration.retries = False  # urllib3 would retry connects 3 times behind our backoff
+        configuration.api_key_prefix["authorization"] = "Bearer"
+        self._configuration = configuration
+        self._client = kfp_server_api.ApiClient(configuration, cookie=self._cookies)
+        self._runs = RecurringRunServiceApi(self._client)
+        self._experiments = ExperimentServiceApi(self._client)
+
+    # -- the TargetProvider protocol ---------------------------------------------------
+
+    def list_schedules(self) -> list[LiveSchedule]:
+        deadline = time.monotonic() + self._config.list_deadline
+        try:
+            runs = self._list_all(
+                "list_schedules", self._runs.recurring_run_service_list_recurring_runs, "recurringRuns",
+                "recurring_run_id", deadline,
+            )
+            experiments = self._list_all(
+                "list_experiments", self._experiments.experiment_service_list_experiments, "experiments",
+                "experiment_id", deadline,
+            )
+        except KubeflowError as exc:
+            raise ListingError(f"kubeflow target {self.name}: {exc}") from None
+        names = {e["experiment_id"]: e.get("display_name") for e in experiments}
+        return [self._to_live(run, names.get(run.get("experiment_id") or "")) for run in runs]
+
+    def check(self) -> None:
+        try:
+            self._call("list_schedules", self._runs.recurring_run_service_list_recurring_runs,
+                       page_size=1, namespace=self._config.namespace)
+        except KubeflowError as exc:
+            raise ListingError(f"kubeflow target {self.name}: {exc}") from None
+
+    def close(self) -> None:
+        self._client.rest_client.pool_manager.clear()
+        self._client.close()
+
+    # -- single objects and actions ----------------------------------------------------
+
+    def get(self, native_id: str) -> LiveSchedule | None:
+        """The recurring run now, or None when it is gone. Raises ListingError."""
+        try:
+            run = self._call("get_schedule", self._runs.recurring_run_service_get_recurring_run, native_id)
+            group = None
+            if run.get("experiment_id"):
+                try:
+                    experiment = self._call("get_experiment", self._experiments.experiment_service_get_experiment,
+                                            run["experiment_id"])
+                    group = experiment.get("display_name")
+                except KubeflowError as exc:
+                    if exc.status != 404:
+                        raise
+        except KubeflowError as exc:
+            if exc.status == 404:
+                return None
+            raise ListingError(f"kubeflow target {self.name}: {exc}") from None
+        return self._to_live(run, group)
+
+    def pause(self, native_id: str) -> bool:
+        """Disable the recurring run (KFP's pause). False when it does not exist."""
+        return self._act("pause_schedule", self._runs.recurring_run_service_disable_recurring_run, native_id)
+
+    def resume(self, native_id: str) -> bool:
+        return self._act("resume_schedule", self._runs.recurring_run_service_enable_recurring_run, native_id)
+
+    def delete(self, native_id: str) -> bool:
+        return self._act("delete_schedule", self._runs.recurring_run_service_delete_recurring_run, native_id)
+
+    def create(self, snapshot: Mapping[str, Any]) -> LiveSchedule:
+        """Recreate a recurring run from an audit snapshot (its `raw`). KFP gives it a new id."""
+        body = {k: v for k, v in snapshot.items() if k not in _SERVER_FIELDS}
+        body["mode"] = "DISABLE" if snapshot.get("status") == "DISABLED" else "ENABLE"
+        try:
+            run = self._call("create_schedule", self._runs.recurring_run_service_create_recurring_run, body)
+        except KubeflowError as exc:
+            raise KubeflowError(f"kubeflow target {self.name}: {exc}", exc.status) from None
+        return self._to_live(run, None)
+
+    def _act(self, operation: str, method: Callable[..., Any], native_id: str) -> bool:
+        try:
+            self._call(operation, method, native_id)
+        except KubeflowError as exc:
+            if exc.status == 404:
+                return False
+            raise KubeflowError(f"kubeflow target {self.name}: {exc}", exc.status) from None
+        return True
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _list_all(self, operation: str, method: Callable[..., Any], key: str, id_field: str,
+                  deadline: float) -> list[dict[str, Any]]:
+        """Every page of one listing in the namespace; any bad page fails the whole listing."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        page_number = 1
+        while True:
+            body = self._call(operation, method, deadline=deadline, page_size=self._config.page_size,
+                              page_token=token, namespace=self._config.namespace)
+            page = body.get(key) if isinstance(body, dict) else None
+            if page is None and isinstance(body, dict):
+                page = []  # the server leaves out an empty list
+            if not isinstance(page, list) or not all(isinstance(i, dict) and i.get(id_field) for i in page):
+                raise KubeflowError(f"{operation}: page {page_number} is malformed (no {key} list of objects)")
+            items.extend(page)
+            token = body.get("next_page_token") or None
+            if token is None:
+                return items
+            if token in seen_tokens:
+                raise KubeflowError(f"{operation}: the server repeated a page token on page {page_number}")
+            seen_tokens.add(token)
+            if time.monotonic() >= deadline:
+                raise KubeflowError(f"{operation}: not done within list_deadline ({self._config.list_deadline:g}s)")
+            page_number += 1
+
+    def _call(self, operation: str, method: Callable[..., Any], *args: Any, deadline: float | None = None,
+              **kwargs: Any) -> Any:
+        """One logical call, retried; returns the decoded JSON body or raises KubeflowError."""
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            self._limiter.acquire()
+            self._apply_auth()
+            timeout = self._config.timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    raise KubeflowError(f"{operation}: not done within list_deadline ({self._config.list_deadline:g}s)")
+            try:
+                response = method(*args, _request_timeout=(timeout, timeout), _preload_content=False, **kwargs)
+                data = response.data
+                status = response.status
+                response.release_conn()
+            except ApiException as exc:
+                raise self._api_failure(operation, exc) from None
+            except urllib3.exceptions.NewConnectionError:  # a ConnectTimeoutError subclass: test it first
+                self._recorder(operation, "error")
+                raise Retryable(f"{operation}: cannot connect to the server") from None
+            except urllib3.exceptions.TimeoutError:
+                self._recorder(operation, "timeout")
+                raise Retryable(f"{operation}: no answer within {timeout:.1f}s") from None
+            except urllib3.exceptions.HTTPError as exc:
+                self._recorder(operation, "error")
+                raise Retryable(f"{operation}: cannot reach the server ({type(exc).__name__})") from None
+            self._recorder(operation, str(status))
+            if not data:
+                return {}
+            try:
+                return json.loads(data)
+            except ValueError:
+                raise KubeflowError(f"{operation}: the answer is not valid JSON (HTTP {status})") from None
+
+        try:
+            return call_with_retries(attempt, self._backoff, deadline)
+        except Retryable as exc:
+            raise KubeflowError(f"{exc} (gave up after {attempts} attempts)") from None
+
+    def _api_failure(self, operation: str, exc: ApiException) -> Exception:
+        status = int(exc.status or 0)
+        if not status:  # the generated client's name for a TLS failure
+            self._recorder(operation, "error")
+            return KubeflowError(f"{operation}: TLS handshake with {self.endpoint} failed")
+        self._recorder(operation, str(status))
+        if status in RETRY_STATUSES:
+            headers = exc.headers or {}
+            return Retryable(f"{operation}: HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
+        if status in (401, 403):
+            verb = "rejected the credentials" if status == 401 else "denied access"
+            return KubeflowError(
+                f"{operation}: HTTP {status}: the KFP API {verb} (check token_env, token_file or cookies_env, "
+                f"and the namespace {self._config.namespace!r})", status)
+        return KubeflowError(f"{operation}: HTTP {status}{self._hint(exc.body)}", status)
+
+    def _hint(self, body: Any) -> str:
+        """The server's own message, one line, short, with any credential of ours blanked."""
+        try:
+            message = json.loads(body).get("message") if body else None
+        except (ValueError, AttributeError):
+            return ""
+        if not isinstance(message, str) or not message:
+            return ""
+        text = " ".join(message.split())[:200]
+        for credential in (self._token, self._cookies):
+            if credential:
+                text = text.replace(credential, "***")
+        return f": {text}"
+
+    def _apply_auth(self) -> None:
+        token = self._read_token_file() if self._config.token_file else self._static_token
+        self._token = token
+        if token:
+            self._configuration.api_key["authorization"] = token
+        else:
+            self._configuration.api_key.pop("authorization", None)
+
+    def _read_token_file(self) -> str:
+        # Read on every call: a few hundred bytes, and unlike an mtime check it also sees
+        # a token rewritten in place within the filesystem's timestamp granularity.
+        path = self._config.token_file or ""
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise KubeflowError(f"token file {path}: {exc.strerror or type(exc).__name__}") from None
+        if not token:
+            raise KubeflowError(f"token file {path} is empty")
+        return token
+
+    # -- mapping -----------------------------------------------------------------------
+
+    def _to_live(self, run: Mapping[str, Any], group: str | None) -> LiveSchedule:
+        trigger = run.get("trigger") or {}
+        cron_schedule = trigger.get("cron_schedule") or None
+        periodic = trigger.get("periodic_schedule") or None
+        schedule = cron_schedule or periodic or {}
+        interval: float | None = None
+        if periodic and periodic.get("interval_second") not in (None, ""):
+            interval = float(periodic["interval_second"])
+        tags = run.get("tags") if isinstance(run.get("tags"), dict) else {}
+        return LiveSchedule(
+            native_id=str(run["recurring_run_id"]),
+            name=str(run.get("display_name") or ""),
+            state=_state(run),
+            cron=cron_schedule.get("cron") if cron_schedule else None,
+            interval_seconds=interval,
+            start_time=_time(schedule.get("start_time")),
+            end_time=_time(schedule.get("end_time")),
+            created=_time(run.get("created_at")),
+            group=group,
+            labels={str(k): str(v) for k, v in tags.items()},
+            zenml_marks=frozenset({"entrypoint"}) if _has_zenml_entrypoint(run.get("pipeline_spec")) else frozenset(),
+            raw=dict(run),
+        )
+
+
+def _state(run: Mapping[str, Any]) -> LiveState:
+    status = run.get("status")
+    if status == "ENABLED":
+        return LiveState.ENABLED
+    if status in (None, "", "STATUS_UNSPECIFIED") and run.get("mode") == "ENABLE":
+        return LiveState.ENABLED
+    return LiveState.PAUSED
+
+
+def _has_zenml_entrypoint(spec: Any) -> bool:
+    """Whether a compiled KFP spec runs ZenML's step entrypoint in any executor."""
+    if not isinstance(spec, dict):
+        return False
+    if isinstance(spec.get("pipeline_spec"), dict):  # a spec with a platform spec beside it
+        spec = spec["pipeline_spec"]
+    executors = (spec.get("deploymentSpec") or {}).get("executors") or {}
+    if not isinstance(executors, dict):
+        return False
+    for executor in executors.values():
+        container = executor.get("container") if isinstance(executor, dict) else None
+        command = container.get("command") if isinstance(container, dict) else None
+        if isinstance(command, list) and ZENML_ENTRYPOINT_MODULE in command:
+            return True
+    return False
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    # An unset protobuf Timestamp can come back as the epoch.
+    return None if parsed.timestamp() <= 0 else parsed.astimezone(timezone.utc)
+
+
+def _safe_endpoint(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
