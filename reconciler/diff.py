@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from functools import lru_cache
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -39,6 +40,8 @@ PIPELINE_HEX = re.compile(r"^(?P<pipeline>.+)[_-](?P<hex>[0-9a-f]{32})$")
 # Run-metadata keys in which ZenML stores the live object's name, per flavor.
 METADATA_NAME_KEYS = {"kubernetes": ("cron_job_name",)}
 _NAMING_PIPELINE_HEX = {"airflow", "kubeflow"}
+_KUBERNETES_NAME = re.compile(r"^(?:[a-z0-9-]*-)?[0-9a-f]{8}-(?P<pipeline>[a-z0-9-]+)$")
+_KUBERNETES_TRUNCATED = 50  # a CronJob name this long may have had its pipeline part cut
 
 
 def diff_target(
@@ -130,6 +133,10 @@ def _mismatches(binding: Binding) -> list[Drift]:
 def _bind(scope: TargetScope, rows: list[RegistrySchedule], live: Sequence[LiveSchedule],
           inventory: Mapping[str, str]) -> list[Binding]:
     free = {l.native_id: l for l in live}
+    by_name: dict[str, list[LiveSchedule]] = {}
+    for item in live:
+        by_name.setdefault(item.name, []).append(item)
+    index = NamingIndex(scope, live)
     bound: dict[str, Binding] = {}  # schedule id -> binding
 
     def claim(schedule: RegistrySchedule, item: LiveSchedule, rule: str) -> None:
@@ -139,20 +146,24 @@ def _bind(scope: TargetScope, rows: list[RegistrySchedule], live: Sequence[LiveS
     # 1. The live object's own name, stored by ZenML in the schedule's metadata.
     for schedule in rows:
         for name in _metadata_names(scope.flavor, schedule):
-            item = next((l for l in free.values() if name in (l.name, l.native_id)), None)
-            if item is not None:
-                claim(schedule, item, "metadata")
+            options = [l for l in by_name.get(name, []) + ([free[name]] if name in free else [])
+                       if l.native_id in free]
+            if options:
+                claim(schedule, options[0], "metadata")
                 break
 
     # 2. The naming rule: first only pairs whose spec agrees, then the rest by time.
+    named = {s.id: index.candidates(s) for s in rows if s.id not in bound}
     for spec_must_match in (True, False):
         for schedule in rows:
             if schedule.id in bound:
                 continue
-            options = [l for l in free.values()
-                       if names_match(scope, schedule, l) and (not spec_must_match or same_spec(schedule, l))]
+            options = [l for l in named[schedule.id]
+                       if l.native_id in free and (not spec_must_match or same_spec(schedule, l))]
+            if len(options) > 1:
+                options.sort(key=lambda l: _closeness(schedule, l))
             if options:
-                claim(schedule, min(options, key=lambda l: _closeness(schedule, l)), "naming")
+                claim(schedule, options[0], "naming")
 
     # 3. The inventory: bindings this daemon saw before.
     by_id = {s.id: s for s in rows}
@@ -163,6 +174,62 @@ def _bind(scope: TargetScope, rows: list[RegistrySchedule], live: Sequence[LiveS
 
     order = {s.id: i for i, s in enumerate(rows)}
     return sorted(bound.values(), key=lambda b: order[b.schedule.id])
+
+
+class NamingIndex:
+    """Live schedules grouped by the key the naming rule compares, so that binding
+    is a lookup per registry row rather than a scan of every live schedule.
+
+    `candidates(R)` returns exactly the live schedules for which
+    `names_match(scope, R, L)` holds. Live names the key cannot capture (a
+    truncated CronJob name, any name under a `name_template` glob) are checked
+    one by one.
+    """
+
+    def __init__(self, scope: TargetScope, live: Sequence[LiveSchedule]) -> None:
+        self.scope = scope
+        self.keyed: dict[str, list[LiveSchedule]] = {}
+        self.unkeyed: list[LiveSchedule] = []
+        for item in live:
+            key = self._live_key(item)
+            if key is None:
+                self.unkeyed.append(item)
+            elif key:
+                self.keyed.setdefault(key, []).append(item)
+
+    def candidates(self, schedule: RegistrySchedule) -> list[LiveSchedule]:
+        key = self._schedule_key(schedule)
+        found = self.keyed.get(key, []) if key else []
+        if self.scope.flavor == "kubernetes":  # the key narrows; the CronJob's component still decides
+            found = [l for l in found if names_match(self.scope, schedule, l)]
+        return [*found, *(l for l in self.unkeyed if names_match(self.scope, schedule, l))]
+
+    def _live_key(self, item: LiveSchedule) -> str | None:
+        """The key, "" for a name no rule can match, None when only a full check will do."""
+        if self.scope.name_template:
+            return None
+        if self.scope.flavor == "vertex":
+            return item.name
+        if self.scope.flavor in _NAMING_PIPELINE_HEX:
+            pipeline = live_pipeline(item)
+            return pipeline.replace("_", "-") if pipeline else ""
+        if self.scope.flavor == "kubernetes":
+            match = _KUBERNETES_NAME.match(item.name)
+            if match is None:
+                return ""
+            return None if len(item.name) >= _KUBERNETES_TRUNCATED else match.group("pipeline")
+        return ""
+
+    def _schedule_key(self, schedule: RegistrySchedule) -> str | None:
+        if self.scope.flavor == "vertex":
+            return schedule.original_name
+        if schedule.pipeline is None:
+            return None
+        if self.scope.flavor in _NAMING_PIPELINE_HEX:
+            return schedule.pipeline.replace("_", "-")
+        if self.scope.flavor == "kubernetes":
+            return sanitize_kubernetes_name(schedule.pipeline)
+        return None
 
 
 def _metadata_names(flavor: str, schedule: RegistrySchedule) -> Iterable[str]:
@@ -194,7 +261,12 @@ def names_match(scope: TargetScope, schedule: RegistrySchedule, item: LiveSchedu
 
 def live_pipeline(item: LiveSchedule) -> str | None:
     """The pipeline part of a `<pipeline>_<32 hex>` live name, if it has one."""
-    match = PIPELINE_HEX.match(item.name)
+    return _pipeline_of(item.name)
+
+
+@lru_cache(maxsize=262144)
+def _pipeline_of(name: str) -> str | None:
+    match = PIPELINE_HEX.match(name)
     return match.group("pipeline") if match else None
 
 
@@ -206,12 +278,12 @@ def _kubernetes_name_matches(schedule: RegistrySchedule, item: LiveSchedule) -> 
     # `[<prefix>-]<8 hex>-<sanitized pipeline>`, cut to the 52 characters a CronJob name may have.
     if schedule.pipeline is None or item.component_id not in (None, schedule.orchestrator_id):
         return False
-    match = re.match(r"^(?:[a-z0-9-]*-)?[0-9a-f]{8}-(?P<pipeline>[a-z0-9-]+)$", item.name)
+    match = _KUBERNETES_NAME.match(item.name)
     if match is None:
         return False
     wanted = sanitize_kubernetes_name(schedule.pipeline)
     got = match.group("pipeline")
-    return got == wanted or (len(item.name) >= 50 and wanted.startswith(got))
+    return got == wanted or (len(item.name) >= _KUBERNETES_TRUNCATED and wanted.startswith(got))
 
 
 def sanitize_kubernetes_name(value: str) -> str:
@@ -239,8 +311,13 @@ def _extras(scope: TargetScope, pairs: list[Binding], rest: list[LiveSchedule],
     """
     drift: list[Drift] = []
     left: list[LiveSchedule] = []
+    index = NamingIndex(scope, rest)
+    owners_of: dict[str, list[RegistrySchedule]] = {}
+    for binding in pairs:
+        for item in index.candidates(binding.schedule):
+            owners_of.setdefault(item.native_id, []).append(binding.schedule)
     for item in rest:
-        owners = [b.schedule for b in pairs if names_match(scope, b.schedule, item)]
+        owners = owners_of.get(item.native_id, [])
         twin = next((s for s in owners if same_spec(s, item)), None)
         if twin is not None and twin.id in expected_ids:
             drift.append(Drift(DriftKind.DUPLICATE, twin, item,

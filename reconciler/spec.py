@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 
 from reconciler.model import LiveSchedule, RegistrySchedule
@@ -41,6 +42,7 @@ class Cron:
         return prefix + self.text
 
 
+@lru_cache(maxsize=65536)  # a registry holds few distinct crons; each is compared many times
 def normalize_cron(expression: str) -> Cron:
     text = " ".join(expression.split())
     zone: str | None = None
@@ -96,7 +98,7 @@ def spec_differences(schedule: RegistrySchedule, live: LiveSchedule) -> list[str
         if live.cron is None:
             got = f"interval {describe_interval(live.interval_seconds)}" if live.interval_seconds else "no schedule"
             differences.append(f"cron {schedule.cron_expression!r} in ZenML, {got} live")
-        else:
+        elif schedule.cron_expression != live.cron:
             have = normalize_cron(live.cron)
             if want != have:
                 invalid = "" if want.valid else " (unparsable in ZenML)"
