@@ -63,7 +63,9 @@ class Reconciler:
         started = time.monotonic()
         cycle_log = log.bind(cycle=number)
         listings = {t.config.name: self._start_listing(t) for t in self.targets}
+        registry_started = time.monotonic()
         snapshot, registry_report = self._read_registry(cycle_log)
+        registry_seconds = time.monotonic() - registry_started
         now = self._clock()
         reports: dict[str, TargetReport] = {}
         pending = list(self.targets)
@@ -88,9 +90,11 @@ class Reconciler:
             registry=registry_report,
             targets=tuple(reports[t.config.name] for t in self.targets),
             duration_seconds=time.monotonic() - started,
+            registry_seconds=registry_seconds,
         )
         cycle_log.info(
             "cycle finished", result=report.result, seconds=round(report.duration_seconds, 3),
+            registry_seconds=round(registry_seconds, 3),
             registry=registry_report.status, registry_schedules=registry_report.schedules,
             targets_ok=sum(1 for t in report.targets if t.status == "ok"), targets=len(report.targets),
             drift=sum(len(t.diff.drift) for t in report.targets if t.diff is not None),
@@ -151,9 +155,11 @@ class Reconciler:
             scope = resolve_scope(config, snapshot, [t.config for t in self.targets])
         except ScopeError as exc:
             return TargetReport(**base, status="error", error=str(exc), list_seconds=seconds)
+        cpu_started = time.thread_time()
         diff = diff_target(scope, snapshot, listing.items, now, inventory)
         candidates = tuple(plan_candidates(diff, self.config.cleanup, config))
-        return TargetReport(**base, status="ok", diff=diff, candidates=candidates, list_seconds=seconds)
+        return TargetReport(**base, status="ok", diff=diff, candidates=candidates, list_seconds=seconds,
+                            diff_cpu_seconds=time.thread_time() - cpu_started)
 
     def _log_target(self, cycle_log: structlog.BoundLogger, report: TargetReport) -> None:
         target_log = cycle_log.bind(target=report.name, flavor=report.flavor)
@@ -164,7 +170,8 @@ class Reconciler:
         for drift in report.diff.drift:
             kinds[drift.kind.value] = kinds.get(drift.kind.value, 0) + 1
         target_log.info(
-            "target reconciled", list_seconds=_round(report.list_seconds), expected=len(report.diff.expected),
+            "target reconciled", list_seconds=_round(report.list_seconds),
+            diff_cpu_seconds=_round(report.diff_cpu_seconds), expected=len(report.diff.expected),
             managed=len(report.diff.managed), unmanaged=len(report.diff.unmanaged),
             in_sync_ratio=round(report.diff.in_sync_ratio, 4), drift=kinds,
         )

@@ -31,6 +31,7 @@ class TargetReport:
     diff: TargetDiff | None = None  # None when the target's drift is unknown this cycle
     candidates: tuple[Candidate, ...] = ()
     list_seconds: float | None = None
+    diff_cpu_seconds: float | None = None  # CPU of this thread only: listings run beside it
 
     @property
     def drifted(self) -> bool:
@@ -44,6 +45,7 @@ class CycleReport:
     registry: RegistryReport
     targets: tuple[TargetReport, ...] = field(default_factory=tuple)
     duration_seconds: float = 0.0
+    registry_seconds: float = 0.0
 
     @property
     def result(self) -> Literal["success", "partial", "failed"]:
