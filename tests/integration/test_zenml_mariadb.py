@@ -14,7 +14,7 @@ from reconciler.config import RegistryConfig
 from reconciler.model import RegistryError, RegistrySnapshot
 from tests.support.mariadb import MariaDB, mariadb_server  # noqa: F401  (session fixture)
 from tests.support.zenml import populate
-from tests.zenml_stores import scenario
+from providers.emulators import scenario
 from tests.zenml_stores.stores import LATEST, comparable, manifest, store_file
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 from providers.zenml_sql import ZenmlSqlRegistry
 from reconciler.config import RegistryConfig
 from reconciler.model import RegistrySnapshot
-from tests.zenml_stores import scenario
+from providers.emulators import scenario
 from tests.zenml_stores.stores import VERSIONS, archives, manifest, store_file
 
 UUID4_SUFFIX = r"_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"

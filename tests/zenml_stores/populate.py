@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The scenario is product data (the sandbox seeds from it) and imports only the
+# standard library, so ZenML's venv loads it by path without our package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "providers" / "emulators"))
 
-import scenario  # noqa: E402  (beside this file; importable without ZenML)
+import scenario  # noqa: E402
 import zenml  # noqa: E402
 from zenml.client import Client  # noqa: E402
 from zenml.enums import StackComponentType  # noqa: E402

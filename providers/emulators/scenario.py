@@ -1,9 +1,10 @@
 """The one scenario every test fixture is built from, as plain data.
 
-`populate.py` writes it into real ZenML stores (the files under `files/`);
-the Airflow DAG generator and the Vertex/KFP/Kubernetes emulator seeds read the
-`live` entries and `UNMANAGED` to build the orchestrator side. Importable
-without ZenML.
+`tests/zenml_stores/populate.py` writes it into real ZenML stores (the files
+under `tests/zenml_stores/files/`); the sandbox, the Airflow DAG generator of the
+tests and the emulator seeds read the `live` entries and `UNMANAGED` to build
+the orchestrator side. It imports only the standard library, so ZenML's own
+venv can load it by path.
 
 Conventions:
 - Crons are ZenML's 5-field UTC crons. The KFP side shows 6 fields (seconds
