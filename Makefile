@@ -29,6 +29,10 @@ test: install
 	@for script in tests/setup/*.sh; do echo "== $$script"; bash $$script || exit 1; done
 	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
+# The demo: emulators seeded with drift + a ZenML store file made by real ZenML + the daemon.
+sandbox: install
+	$(VENV)/bin/schedule-reconciler sandbox
+
 # The fast part: no outside servers.
 test-unit: install
 	$(VENV)/bin/python -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)

@@ -44,12 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", parents=[common], help="validate the config")
     check.add_argument("--connect", action="store_true", help="also reach the registry and every target")
+
+    sandbox = commands.add_parser(
+        "sandbox", parents=[common],
+        help="local demo: emulated orchestrators with seeded drift, a real ZenML store file, then the daemon "
+             "(default config: config/sandbox.yaml)")
+    sandbox.add_argument("--store", metavar="FILE", help="the ZenML SQLite store (default: the committed 0.98 one)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "sandbox":
+            return sandbox(getattr(args, "config", None), args.store)
         config = load_config(resolve_config_path(getattr(args, "config", None)))
         if args.command == "check-config":
             return check_config(config, args.connect)
@@ -124,6 +132,46 @@ def check_config(config: Config, connect: bool) -> int:
             print(f"{name}: ERROR {' '.join(str(exc).split())[:300]}")
     reconciler.close()
     return EXIT_ERROR if failures else 0
+
+
+def sandbox(config_path: str | None, store: str | None) -> int:
+    """Emulators seeded from the scenario that made the ZenML store, then the daemon, until Ctrl-C."""
+    from pathlib import Path
+
+    from providers.emulators.sandbox import default_store, running, seed
+    from reconciler.loop import Daemon
+
+    repo = Path(__file__).resolve().parents[1]
+    config = load_config(Path(config_path) if config_path else repo / "config" / "sandbox.yaml")
+    store_path = Path(store) if store else default_store()
+    if not store_path.is_file():
+        raise ConfigError(f"sandbox: no ZenML store file at {store_path}")
+    registry = config.registry.model_copy(update={"type": "zenml-sql", "url": f"sqlite:///{store_path.resolve()}"})
+    config = config.model_copy(update={"registry": registry})
+    configure(config.log.format, config.log.level)
+    with running(config) as emulators:
+        snapshot = build_registry(config.registry).read()
+        seed(emulators, {c.name: c.id for c in snapshot.components})
+        metrics = Metrics(config.metrics.detail_series_limit)
+        daemon = Daemon(config, build_reconciler(config, metrics), metrics)
+        report = daemon.run_cycle()
+        if report is not None:
+            print(to_text(report), flush=True)
+        address = f"http://{config.metrics.host}:{config.metrics.port}"
+        print(f"""
+The sandbox is running: four emulated orchestrators on 127.0.0.1 seeded with drift of every kind,
+the registry a ZenML 0.98 store file ({store_path}), a cycle every {config.interval:g}s.
+
+  metrics   {address}/metrics
+  plan      {address}/plan
+  health    {address}/healthz  {address}/readyz
+  from another terminal:
+            .venv/bin/schedule-reconciler plan --config config/sandbox.yaml
+            .venv/bin/schedule-reconciler plan --config config/sandbox.yaml --output json
+
+Ctrl-C stops the daemon and every emulator it started.
+""", flush=True)
+        return daemon.run()
 
 
 if __name__ == "__main__":
