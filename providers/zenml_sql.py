@@ -310,6 +310,10 @@ class ZenmlSqlRegistry:
         scope_column = "project_id" if "project_id" in schedule.c else "workspace_id"
 
         scope_names = {hex_id(r.id): r.name for r in conn.execute(select(scope.c.id, scope.c.name))}
+        # Reading nothing for a mistyped project would look like every schedule was deleted.
+        unknown = sorted(self._projects - set(scope_names.values()))
+        if unknown:
+            raise RegistryError(f"ZenML store {self.store}: no project named {', '.join(unknown)}")
 
         component_ids: set[str] = set()
         components: list[Component] = []

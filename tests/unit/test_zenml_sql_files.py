@@ -13,6 +13,7 @@ import pytest
 
 from providers.zenml_sql import ZenmlSqlRegistry
 from reconciler.config import RegistryConfig
+from reconciler.model import RegistryError
 from reconciler.model import RegistrySnapshot
 from providers.emulators import scenario
 from tests.zenml_stores.stores import VERSIONS, archives, manifest, store_file
@@ -164,6 +165,11 @@ def test_projects_filter(version: str) -> None:
         s.name for s in expected_specs(version) if s.project == "analytics"
     )
     assert snapshot.pipelines == frozenset(s.pipeline for s in scenario.SCHEDULES if s.project == "analytics")
+
+
+def test_an_unknown_project_is_an_error_not_an_empty_read(version: str) -> None:
+    with pytest.raises(RegistryError, match="no project named analytcs"):
+        read(store_file(version), projects=["analytics", "analytcs"])
 
 
 def test_reading_changes_nothing(version: str, tmp_path: Path) -> None:
