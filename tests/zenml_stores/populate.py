@@ -21,17 +21,30 @@ from __future__ import annotations
 
 import inspect
 import json
+import importlib.util
 import sys
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
-# The scenario is product data (the sandbox seeds from it) and imports only the
-# standard library, so ZenML's venv loads it by path without our package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "providers" / "emulators"))
 
-import scenario  # noqa: E402
+def _load_scenario() -> ModuleType:
+    """The scenario is product data (the sandbox seeds from it) and imports only the
+    standard library, so ZenML's venv loads the one file by path. Putting its folder
+    on sys.path instead would shadow `kubernetes` with our emulator module."""
+    path = Path(__file__).resolve().parents[2] / "providers" / "emulators" / "scenario.py"
+    spec = importlib.util.spec_from_file_location("scenario", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["scenario"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+scenario = _load_scenario()
+
 import zenml  # noqa: E402
 from zenml.client import Client  # noqa: E402
 from zenml.enums import StackComponentType  # noqa: E402
