@@ -7,7 +7,6 @@ the drift the scenario declares. Component ids come from the store itself.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,10 +19,7 @@ from providers.emulators.airflow import AirflowEmulator, Dag, timetable_summary
 from providers.emulators.kubeflow import KubeflowEmulator, seed_recurring_run
 from providers.emulators.kubernetes import KubernetesEmulator, zenml_cron_job
 from providers.emulators.vertex import VertexEmulator
-from reconciler.config import AirflowTarget, Config, KubeflowTarget, KubernetesTarget, VertexTarget
-
-AIRFLOW_USER = ("SANDBOX_AIRFLOW_USER", "admin")
-AIRFLOW_PASSWORD = ("SANDBOX_AIRFLOW_PASSWORD", "sandbox")
+from reconciler.config import AirflowTarget, Config, KubeflowTarget, KubernetesTarget, VertexTarget, secret
 
 
 @dataclass
@@ -80,11 +76,13 @@ def _rfc3339(value: datetime | None) -> str | None:
 @contextmanager
 def running(config: Config) -> Iterator[Emulators]:
     """Start one emulator per target type on the ports the config names; stop them after."""
-    os.environ.setdefault(*AIRFLOW_USER)
-    os.environ.setdefault(*AIRFLOW_PASSWORD)
     targets = {t.type: t for t in config.targets}
+    airflow = targets.get("airflow")
+    # The emulator accepts the credentials the config's Airflow target will send.
+    username = (secret(airflow.username_env, airflow.username_file) if isinstance(airflow, AirflowTarget) else None)
+    password = (secret(airflow.password_env, airflow.password_file) if isinstance(airflow, AirflowTarget) else None)
     emulators = Emulators(
-        AirflowEmulator(os.environ[AIRFLOW_USER[0]], os.environ[AIRFLOW_PASSWORD[0]]),
+        AirflowEmulator(username or "admin", password or "admin"),
         VertexEmulator(), KubeflowEmulator(), KubernetesEmulator(),
     )
     started: list[object] = []

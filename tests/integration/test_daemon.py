@@ -27,6 +27,9 @@ def config_file(tmp_path, store):
     keys = {"airflow": "url", "vertex": "endpoint", "kubeflow": "host", "kubernetes": "host"}
     for target in raw["targets"]:
         target[keys[target["type"]]] = f"http://127.0.0.1:{free_port()}"
+        for key in ("username_file", "password_file"):
+            if key in target:
+                target[key] = str(REPO / target[key])
     raw["metrics"]["port"] = free_port()
     raw["interval"] = "1h"  # one cycle at start is all these tests need
     raw["log"] = {"format": "json", "level": "info"}
@@ -49,10 +52,8 @@ def metric_values(text):
 
 
 @pytest.fixture
-def daemon(tmp_path, monkeypatch):
+def daemon(tmp_path):
     def start(store=default_store()):
-        monkeypatch.setenv("SANDBOX_AIRFLOW_USER", "admin")
-        monkeypatch.setenv("SANDBOX_AIRFLOW_PASSWORD", "pw")
         path, config = config_file(tmp_path, store)
         stack = running(config)
         emulators = stack.__enter__()

@@ -25,9 +25,13 @@ def sandbox_config(tmp_path):
     raw["registry"]["url"] = f"sqlite:///{default_store()}"
     ports = {"airflow": ("url", "http://127.0.0.1:{}"), "vertex": ("endpoint", "http://127.0.0.1:{}"),
              "kubeflow": ("host", "http://127.0.0.1:{}"), "kubernetes": ("host", "http://127.0.0.1:{}")}
+    (tmp_path / "airflow-password").write_text("sandbox-secret-value\n")
     for target in raw["targets"]:
         key, url = ports[target["type"]]
         target[key] = url.format(free_port())
+        if target["type"] == "airflow":
+            target["username_file"] = str(REPO / target["username_file"])
+            target["password_file"] = str(tmp_path / "airflow-password")
     raw["metrics"]["port"] = free_port()
     path = tmp_path / "sandbox.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -42,9 +46,7 @@ def expected_drift(target_type):
     return kinds
 
 
-def test_sandbox_shows_exactly_the_scenario_drift_and_plan_never_mutates(tmp_path, monkeypatch):
-    monkeypatch.setenv("SANDBOX_AIRFLOW_USER", "admin")
-    monkeypatch.setenv("SANDBOX_AIRFLOW_PASSWORD", "sandbox-secret-value")
+def test_sandbox_shows_exactly_the_scenario_drift_and_plan_never_mutates(tmp_path):
     path, config = sandbox_config(tmp_path)
     with running(config) as emulators:
         reconciler = build_reconciler(config, Metrics())
