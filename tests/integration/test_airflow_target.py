@@ -25,6 +25,7 @@ from reconciler.model import ListingError, LiveState
 from tests.airflow_dags import generate
 from tests.support import airflow as airflow_support
 from tests.support.procs import REPO
+from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +44,6 @@ def proxy(server: airflow_support.AirflowServer) -> Iterator[airflow_support.Fau
     front = airflow_support.FaultProxy(server.url)
     yield front
     front.close()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, operation: str, code: str) -> None:
-        self.calls.append((operation, code))
-
-    def codes(self, operation: str) -> list[str]:
-        return [code for op, code in self.calls if op == operation]
 
 
 def secret_files(server: airflow_support.AirflowServer, tmp_path: Path, password: str | None = None) -> dict[str, str]:

@@ -24,6 +24,7 @@ from providers.vertex import VertexError, VertexTarget
 from reconciler.config import VertexTarget as VertexTargetConfig
 from reconciler.model import ListingError, LiveState
 from tests.support.procs import Server, free_port, wait_until
+from tests.support.recorder import Recorder
 
 PROJECT = "demo-project"
 LOCATION = "europe-west4"
@@ -39,17 +40,6 @@ class RecordingBackoff(Backoff):
     def delay(self, attempt: int, retry_after: float | None) -> float:
         self.hints.append(retry_after)
         return super().delay(attempt, retry_after)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, operation: str, code: str) -> None:
-        self.calls.append((operation, code))
-
-    def codes(self, operation: str) -> list[str]:
-        return [code for op, code in self.calls if op == operation]
 
 
 @pytest.fixture(scope="module")

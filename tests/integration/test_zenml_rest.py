@@ -29,23 +29,11 @@ from reconciler.model import RegistryError, RegistrySnapshot
 from tests.support.procs import free_port
 from tests.support.zenml_server import SERVER_MAX_PAGE_SIZE, ZenmlServer, zenml_server  # noqa: F401
 from providers.emulators import scenario
+from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.integration
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-class Calls:
-    """A RequestRecorder that remembers every (operation, code)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-
-    def __call__(self, operation: str, code: str) -> None:
-        self.seen.append((operation, code))
-
-    def count(self, operation: str, code: str | None = None) -> int:
-        return sum(1 for op, c in self.seen if op == operation and (code is None or c == code))
 
 
 def key_file(tmp_path: Path, key: str, name: str = "api-key") -> Path:
@@ -76,8 +64,8 @@ def sql_snapshot(server: ZenmlServer, **overrides: object) -> RegistrySnapshot:
         registry.close()
 
 
-def rest_read(config: RegistryConfig, calls: Calls | None = None) -> RegistrySnapshot:
-    registry = ZenmlRestRegistry(config, calls or Calls())
+def rest_read(config: RegistryConfig, calls: Recorder | None = None) -> RegistrySnapshot:
+    registry = ZenmlRestRegistry(config, calls or Recorder())
     try:
         return registry.read()
     finally:
@@ -88,7 +76,7 @@ def rest_read(config: RegistryConfig, calls: Calls | None = None) -> RegistrySna
 
 
 def test_rest_snapshot_equals_the_sql_snapshot(zenml_server: ZenmlServer, tmp_path: Path) -> None:
-    calls = Calls()
+    calls = Recorder()
     rest = rest_read(rest_config(zenml_server.url, key_file(tmp_path, zenml_server.api_key)), calls)
     sql = sql_snapshot(zenml_server)
 
@@ -117,7 +105,7 @@ def test_rest_snapshot_equals_the_sql_snapshot(zenml_server: ZenmlServer, tmp_pa
 
 
 def test_a_tiny_page_size_reads_page_by_page_and_still_equals_sql(zenml_server: ZenmlServer, tmp_path: Path) -> None:
-    calls = Calls()
+    calls = Recorder()
     config = rest_config(zenml_server.url, key_file(tmp_path, zenml_server.api_key), page_size=2)
     rest = rest_read(config, calls)
 
@@ -148,7 +136,7 @@ def test_the_key_can_come_from_an_environment_variable(
 ) -> None:
     monkeypatch.setenv("TEST_ZENML_KEY", zenml_server.api_key)
     config = RegistryConfig(type="zenml-rest", url=zenml_server.url, api_key_env="TEST_ZENML_KEY")
-    registry = ZenmlRestRegistry(config, Calls())
+    registry = ZenmlRestRegistry(config, Recorder())
     try:
         registry.check()
         assert len(registry.read().schedules) == len(scenario.SCHEDULES)
@@ -171,7 +159,7 @@ def test_an_invalid_key_fails_clearly_without_showing_the_key(
     zenml_server: ZenmlServer, tmp_path: Path, make_key: Callable[[str], str]
 ) -> None:
     bad = make_key(zenml_server.api_key)
-    calls = Calls()
+    calls = Recorder()
     registry = ZenmlRestRegistry(rest_config(zenml_server.url, key_file(tmp_path, bad)), calls)
     try:
         for action in (registry.read, registry.check):
@@ -198,7 +186,7 @@ def test_a_401_after_the_key_was_rotated_logs_in_once_more_with_the_new_key(
     zenml_server: ZenmlServer, tmp_path: Path
 ) -> None:
     path = key_file(tmp_path, zenml_server.spare_key)
-    calls = Calls()
+    calls = Recorder()
     registry = ZenmlRestRegistry(rest_config(zenml_server.url, path), calls)
     try:
         with zenml_server.spare_key_rotator() as rotate:
@@ -212,12 +200,12 @@ def test_a_401_after_the_key_was_rotated_logs_in_once_more_with_the_new_key(
 
     assert normalized(second) == normalized(first)
     assert calls.count("login", "200") == 2  # exactly one re-login
-    assert sum(1 for op, code in calls.seen if code == "401" and op != "login") == 1
+    assert sum(1 for op, code in calls.calls if code == "401" and op != "login") == 1
 
 
 def test_a_token_near_its_expiry_is_renewed_before_it_is_used(zenml_server: ZenmlServer, tmp_path: Path) -> None:
     # The server's tokens live one minute; the provider renews after half of that.
-    calls = Calls()
+    calls = Recorder()
     registry = ZenmlRestRegistry(rest_config(zenml_server.url, key_file(tmp_path, zenml_server.api_key)), calls)
     try:
         registry.read()
@@ -227,7 +215,7 @@ def test_a_token_near_its_expiry_is_renewed_before_it_is_used(zenml_server: Zenm
     finally:
         registry.close()
     assert calls.count("login", "200") == 2
-    assert not any(code == "401" for _, code in calls.seen)
+    assert not any(code == "401" for _, code in calls.calls)
 
 
 # -- failures are errors, never a partial snapshot -------------------------------------
@@ -333,7 +321,7 @@ def second_schedules_page(answer: tuple[int, bytes] | str) -> Callable[..., tupl
 def test_a_spoiled_page_part_way_fails_the_whole_read(
     zenml_server: ZenmlServer, proxy: SpoilingProxy, tmp_path: Path, answer: tuple[int, bytes] | str, expected: str
 ) -> None:
-    registry = ZenmlRestRegistry(rest_config(proxy.url, key_file(tmp_path, zenml_server.api_key), page_size=2), Calls())
+    registry = ZenmlRestRegistry(rest_config(proxy.url, key_file(tmp_path, zenml_server.api_key), page_size=2), Recorder())
     try:
         assert len(registry.read().schedules) == len(scenario.SCHEDULES)  # the proxy itself passes everything
         proxy.spoil = second_schedules_page(answer)
@@ -362,7 +350,7 @@ def test_a_page_with_an_item_missing_hydrated_fields_fails_the_read(
 
     proxy.spoil = spoil
     config = rest_config(proxy.url, key_file(tmp_path, zenml_server.api_key), page_size=2)
-    registry = ZenmlRestRegistry(config, Calls())
+    registry = ZenmlRestRegistry(config, Recorder())
     try:
         with pytest.raises(RegistryError, match="metadata"):
             registry.read()
@@ -395,7 +383,7 @@ def test_a_listing_that_changed_between_pages_is_read_again(
         return 200, json.dumps(page).encode()
 
     proxy.spoil = spoil
-    calls = Calls()
+    calls = Recorder()
     rest = rest_read(rest_config(proxy.url, key_file(tmp_path, zenml_server.api_key), page_size=2), calls)
 
     assert spoiled_once

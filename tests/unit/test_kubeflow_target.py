@@ -15,17 +15,7 @@ from providers.emulators.kubeflow import KubeflowEmulator, seed_recurring_run, z
 from providers.kubeflow import KubeflowError, KubeflowTarget
 from reconciler.config import KubeflowTarget as KubeflowConfig
 from reconciler.model import ListingError, LiveState
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, operation: str, code: str) -> None:
-        self.calls.append((operation, code))
-
-    def codes(self, operation: str) -> list[str]:
-        return [code for op, code in self.calls if op == operation]
+from tests.support.recorder import Recorder
 
 
 @pytest.fixture(scope="module")

@@ -18,23 +18,10 @@ from providers.kubernetes import KubernetesError, KubernetesTarget
 from reconciler.config import ConfigError
 from reconciler.config import KubernetesTarget as KubernetesConfig
 from reconciler.model import ListingError, LiveState
+from tests.support.recorder import Recorder
 
 NAMESPACE = "zenml"
 COMPONENT = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
-
-
-class Recorder:
-    def __init__(self, after: Any = None) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.after = after  # called after each attempt is counted: lets a test act between pages
-
-    def __call__(self, operation: str, code: str) -> None:
-        self.calls.append((operation, code))
-        if self.after is not None:
-            self.after(operation, code)
-
-    def codes(self, operation: str) -> list[str]:
-        return [code for op, code in self.calls if op == operation]
 
 
 @pytest.fixture(scope="module")
