@@ -9,13 +9,13 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 
-class StatusSource:
-    """What the endpoints read; the loop updates it."""
+class StatusSource(Protocol):
+    """What the endpoints read; the loop provides it."""
 
     def metrics_text(self) -> bytes: ...
     def healthy(self) -> tuple[bool, str]: ...

@@ -18,7 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler.config import Config
-from reconciler.http import StatusSource, serve
+from reconciler.http import serve
 from reconciler.metrics import Metrics
 from reconciler.reconcile import Reconciler
 from reconciler.report import CycleReport, to_json
@@ -28,7 +28,9 @@ log = structlog.get_logger("reconciler")
 SHUTDOWN_GRACE = 20.0  # seconds a running cycle may take to finish after SIGTERM; Kubernetes gives 30
 
 
-class Daemon(StatusSource):
+class Daemon:
+    """The loop, and the StatusSource the HTTP endpoints read."""
+
     def __init__(self, config: Config, reconciler: Reconciler, metrics: Metrics) -> None:
         self.config = config
         self.reconciler = reconciler
