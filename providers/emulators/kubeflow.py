@@ -67,6 +67,10 @@ class KubeflowEmulator(HttpEmulator):
         # Every bearer token presented, in order: lets tests watch a token rotate.
         self.tokens_seen: list[str] = []
         self._tokens_lock = threading.Lock()
+        # Bumped by every change the emulator makes, so a listing's sorted order is
+        # computed once per change rather than once per page (that made paging quadratic).
+        self._version = 0
+        self._order_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.route("GET", f"{API}/healthz", "healthz", self._healthz)
         self.route("GET", f"{API}/recurringruns", "list_schedules", self._auth(self._list_runs))
         self.route("POST", f"{API}/recurringruns", "create_schedule", self._auth(self._create_run))
@@ -99,6 +103,7 @@ class KubeflowEmulator(HttpEmulator):
                 self.experiments[experiment["experiment_id"]] = dict(experiment)
             for run in seed.get("recurring_runs", []):
                 self.recurring_runs[run["recurring_run_id"]] = dict(run)
+            self._version += 1
         self.tokens.update(seed.get("tokens", []))
         self.cookies.update(seed.get("cookies", []))
 
@@ -113,6 +118,7 @@ class KubeflowEmulator(HttpEmulator):
         }
         with self.lock:
             self.experiments[experiment["experiment_id"]] = experiment
+            self._version += 1
         return experiment
 
     def experiment_named(self, name: str, namespace: str = "kubeflow") -> dict[str, Any]:
@@ -127,6 +133,7 @@ class KubeflowEmulator(HttpEmulator):
         stored = dict(run)
         with self.lock:
             self.recurring_runs[stored["recurring_run_id"]] = stored
+            self._version += 1
         return stored
 
     def snapshot(self) -> dict[str, Any]:
@@ -185,7 +192,15 @@ class KubeflowEmulator(HttpEmulator):
             if parts[0] not in sort_fields or len(parts) > 2 or (len(parts) == 2 and parts[1] not in ("asc", "desc")):
                 return self._error(400, f"Invalid input error: Invalid sorting field: {sort_by!r}")
             field, descending = parts[0], len(parts) == 2 and parts[1] == "desc"
-        items.sort(key=lambda item: (str(item.get(field) or ""), item[id_field]), reverse=descending)
+        stamp = (key, field, descending, request.params.get("namespace"), request.params.get("experiment_id"),
+                 self._version, len(self.recurring_runs), len(self.experiments), len(items))
+        ordered = self._order_cache.get(stamp)
+        if ordered is None:
+            ordered = sorted(items, key=lambda item: (str(item.get(field) or ""), item[id_field]), reverse=descending)
+            if len(self._order_cache) >= 16:
+                self._order_cache.clear()
+            self._order_cache[stamp] = ordered
+        items = ordered
         try:
             size = int(request.params.get("page_size") or 0)
         except ValueError:
@@ -220,6 +235,7 @@ class KubeflowEmulator(HttpEmulator):
         run["status"] = status
         run["mode"] = mode
         run["updated_at"] = now_rfc3339()
+        self._version += 1
         return Response(200, {})
 
     def _enable(self, request: Request) -> Response:
@@ -231,6 +247,7 @@ class KubeflowEmulator(HttpEmulator):
     def _delete_run(self, request: Request) -> Response:
         if self.recurring_runs.pop(request.match["id"], None) is None:
             return self._not_found("recurring run", request.match["id"])
+        self._version += 1
         return Response(200, {})
 
     def _create_run(self, request: Request) -> Response:
@@ -263,6 +280,7 @@ class KubeflowEmulator(HttpEmulator):
         if periodic and "interval_second" in periodic:
             periodic["interval_second"] = str(periodic["interval_second"])
         self.recurring_runs[run["recurring_run_id"]] = run
+        self._version += 1
         return Response(200, run)
 
     def _get_experiment(self, request: Request) -> Response:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import copy
 import json
 import random
@@ -90,6 +91,7 @@ class KubernetesEmulator(HttpEmulator):
         self.deletions: list[dict[str, Any]] = []  # every delete with its propagation policy
         self._rv = 1000
         self._compacted_rv = 0
+        self._names_cache: tuple[tuple[str, str, int, int], list[str]] | None = None
         self._tokens_lock = threading.Lock()
         self.route("GET", "/version/?", "version", self._version)
         self.route("GET", BATCH, "list_schedules", self._auth(self._list("cronjobs")))
@@ -141,6 +143,18 @@ class KubernetesEmulator(HttpEmulator):
             self._rv += 1
             self._compacted_rv = self._rv
 
+    def _sorted_names(self, resource: str, namespace: str) -> list[str]:
+        """The names of one listing in order; sorted again only when the set of objects may have changed.
+
+        Every create bumps the resourceVersion and every delete changes the count, so the
+        pair tells a stale order apart; sorting every page made paging quadratic.
+        """
+        stamp = (resource, namespace, self._rv, len(self.objects))
+        if self._names_cache is None or self._names_cache[0] != stamp:
+            names = sorted(n for (r, ns, n) in self.objects if r == resource and ns == namespace)
+            self._names_cache = (stamp, names)
+        return self._names_cache[1]
+
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)
@@ -185,21 +199,20 @@ class KubernetesEmulator(HttpEmulator):
                 list_rv, start = decoded
                 if list_rv < self._compacted_rv:
                     return Response(410, status_object(410, EXPIRED_MESSAGE, "Expired"))
-            names = sorted(n for (r, ns, n) in self.objects if r == resource and ns == namespace and n > start)
+            every = self._sorted_names(resource, namespace)
+            names = every[bisect.bisect_right(every, start):] if start else every
             page = names[:limit] if limit > 0 else names
             metadata: dict[str, Any] = {"resourceVersion": str(list_rv)}
             if limit > 0 and len(names) > limit:
                 metadata["continue"] = _encode_continue(list_rv, page[-1])
                 metadata["remainingItemCount"] = len(names) - limit
-            items = []
-            for name in page:
-                item = copy.deepcopy(self.objects[(resource, namespace, name)])
-                item.pop("apiVersion", None)  # list items come without their type, as from the API server
-                item.pop("kind", None)
-                items.append(item)
+            # List items come without their type, as from the API server. Encoded here,
+            # under the lock, so no copy of the stored objects is needed.
+            items = [{k: v for k, v in self.objects[(resource, namespace, name)].items()
+                      if k not in ("apiVersion", "kind")} for name in page]
             kind = _KINDS[resource]
-            return Response(200, {"kind": kind["list"], "apiVersion": kind["apiVersion"], "metadata": metadata,
-                                  "items": items})
+            return Response(200, json.dumps({"kind": kind["list"], "apiVersion": kind["apiVersion"],
+                                             "metadata": metadata, "items": items}).encode())
 
         return handler
 

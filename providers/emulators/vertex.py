@@ -194,6 +194,8 @@ class VertexEmulator(HttpEmulator):
         self.location = location
         self.operation_delay = operation_delay
         self._schedules: dict[str, Schedule] = {}
+        self._listing_cache: dict[str, list[Schedule]] = {}  # parent -> its schedules in listing order
+        self._name_cache: dict[str, dict[str, list[Schedule]]] = {}  # parent -> display name -> schedules
         self._operations: dict[str, _Operation] = {}
         self._ids = itertools.count(1_000_000_001)
         self._grpc_server: grpc.Server | None = None
@@ -289,6 +291,7 @@ class VertexEmulator(HttpEmulator):
         with self.lock:
             self._schedules.clear()
             self._operations.clear()
+            self._changed()
         self.faults.clear()
         self.log.clear()
 
@@ -303,7 +306,12 @@ class VertexEmulator(HttpEmulator):
         size = min(size, MAX_PAGE_SIZE)
         start = _decode_token(request.page_token, request.parent)
         wanted = _parse_filter(request.filter)
-        items = [s for s in self._sorted() if s.name.startswith(request.parent + "/") and _matches(s, wanted)]
+        items = self._under(request.parent)
+        display_name = wanted.get("display_name", wanted.get("displayName"))
+        if display_name is not None:
+            items = self._named(request.parent).get(display_name, [])
+        if wanted:
+            items = [s for s in items if _matches(s, wanted)]
         page = items[start:start + size]
         end = start + len(page)
         token = _encode_token(end, request.parent) if end < len(items) else ""
@@ -380,6 +388,7 @@ class VertexEmulator(HttpEmulator):
         if schedule.state == Schedule.State.STATE_UNSPECIFIED:
             schedule.state = Schedule.State.ACTIVE
         self._schedules[schedule.name] = schedule
+        self._changed()
         return schedule
 
     def _find(self, name: str) -> Schedule:
@@ -391,6 +400,30 @@ class VertexEmulator(HttpEmulator):
     def _sorted(self) -> list[Schedule]:
         return sorted(self._schedules.values(), key=lambda s: (s.create_time, s.name))
 
+    def _under(self, parent: str) -> list[Schedule]:
+        """The schedules of one parent in listing order, sorted once per change, not once per page.
+
+        A schedule's name, display name and create time never change, so only adding
+        or removing one (`_changed`) makes the order stale.
+        """
+        if parent not in self._listing_cache:
+            prefix = parent + "/"
+            self._listing_cache[parent] = [s for s in self._sorted() if s.name.startswith(prefix)]
+        return self._listing_cache[parent]
+
+    def _named(self, parent: str) -> dict[str, list[Schedule]]:
+        """The same, by display name: a `display_name="..."` filter is a lookup, as on the real service."""
+        if parent not in self._name_cache:
+            by_name: dict[str, list[Schedule]] = {}
+            for schedule in self._under(parent):
+                by_name.setdefault(schedule.display_name, []).append(schedule)
+            self._name_cache[parent] = by_name
+        return self._name_cache[parent]
+
+    def _changed(self) -> None:
+        self._listing_cache.clear()
+        self._name_cache.clear()
+
     def _settle(self) -> None:
         """Finish every deletion whose time has come."""
         now = time.monotonic()
@@ -398,6 +431,7 @@ class VertexEmulator(HttpEmulator):
             if not operation.done and operation.due <= now:
                 self._schedules.pop(operation.schedule, None)
                 operation.done = True
+                self._changed()
 
     def _operation_pb(self, operation: _Operation) -> operations_pb2.Operation:
         metadata = DeleteOperationMetadata(generic_metadata=GenericOperationMetadata(
