@@ -9,7 +9,7 @@ UV := $(CACHE)/uv/bin/uv
 VENV := .venv
 export UV
 
-.PHONY: install test test-unit sandbox clean lock
+.PHONY: install test test-unit sandbox bench clean lock
 
 $(UV):
 	$(PYTHON) -m venv $(CACHE)/uv
@@ -32,6 +32,10 @@ test: install
 # The demo: emulators seeded with drift + a ZenML store file made by real ZenML + the daemon.
 sandbox: install
 	$(VENV)/bin/schedule-reconciler sandbox
+
+# The scale benchmark (numbers in the README): N = 1k, 10k, 100k against emulators.
+bench: install
+	$(VENV)/bin/python -m benchmarks.scale $(BENCH_ARGS)
 
 # The fast part: no outside servers.
 test-unit: install

@@ -85,10 +85,12 @@ def diff_target(
     extras, rest = _extras(scope, pairs, rest, expected_ids)
     drift.extend(extras)
     owned_ids = {c.id for c in snapshot.components}
+    # Pipeline names keyed as live names show them (`_` and `-` alike); the first in sort order wins.
+    pipeline_keys = {p.replace("_", "-"): p for p in sorted(snapshot.pipelines, reverse=True)}
     managed = [b.live for b in pairs] + [d.live for d in extras if d.live is not None]
     unmanaged: list[LiveSchedule] = []
     for item in rest:
-        evidence = _ownership_evidence(scope, item, snapshot.pipelines, owned_ids, inventory)
+        evidence = _ownership_evidence(scope, item, pipeline_keys, owned_ids, inventory)
         if evidence is None:
             unmanaged.append(item)
             continue
@@ -337,7 +339,7 @@ def _extras(scope: TargetScope, pairs: list[Binding], rest: list[LiveSchedule],
 # -- ownership --------------------------------------------------------------------------
 
 
-def _ownership_evidence(scope: TargetScope, item: LiveSchedule, pipelines: frozenset[str],
+def _ownership_evidence(scope: TargetScope, item: LiveSchedule, pipeline_keys: Mapping[str, str],
                         component_ids: set[str], inventory: Mapping[str, str]) -> str | None:
     """Why we believe ZenML made this unbound live schedule; None when unsure."""
     if item.component_id is not None:
@@ -349,7 +351,8 @@ def _ownership_evidence(scope: TargetScope, item: LiveSchedule, pipelines: froze
     if item.zenml_marks:
         return ", ".join(sorted(item.zenml_marks))
     if scope.flavor in _NAMING_PIPELINE_HEX:
-        pipeline = next((p for p in sorted(pipelines) if _same_pipeline(live_pipeline(item), p)), None)
+        named = live_pipeline(item)
+        pipeline = pipeline_keys.get(named.replace("_", "-")) if named else None
         if pipeline is not None:
             if scope.flavor == "airflow":
                 return f"name of ZenML pipeline {pipeline!r}"
