@@ -27,7 +27,8 @@ from kfp_server_api.api.recurring_run_service_api import RecurringRunServiceApi
 from kfp_server_api.exceptions import ApiException
 
 from providers.base import RequestRecorder, null_recorder
-from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries, parse_retry_after
+from providers.openapi import api_failure
+from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries
 from reconciler.config import KubeflowTarget as KubeflowConfig
 from reconciler.config import secret
 from reconciler.model import ListingError, LiveSchedule, LiveState
@@ -224,34 +225,10 @@ class KubeflowTarget:
             raise KubeflowError(f"{exc} (gave up after {attempts} attempts)") from None
 
     def _api_failure(self, operation: str, exc: ApiException) -> Exception:
-        status = int(exc.status or 0)
-        if not status:  # the generated client's name for a TLS failure
-            self._recorder(operation, "error")
-            return KubeflowError(f"{operation}: TLS handshake with {self.endpoint} failed")
-        self._recorder(operation, str(status))
-        if status in RETRY_STATUSES:
-            headers = exc.headers or {}
-            return Retryable(f"{operation}: HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
-        if status in (401, 403):
-            verb = "rejected the credentials" if status == 401 else "denied access"
-            return KubeflowError(
-                f"{operation}: HTTP {status}: the KFP API {verb} (check token_env, token_file or cookies_env, "
-                f"and the namespace {self._config.namespace!r})", status)
-        return KubeflowError(f"{operation}: HTTP {status}{self._hint(exc.body)}", status)
-
-    def _hint(self, body: Any) -> str:
-        """The server's own message, one line, short, with any credential of ours blanked."""
-        try:
-            message = json.loads(body).get("message") if body else None
-        except (ValueError, AttributeError):
-            return ""
-        if not isinstance(message, str) or not message:
-            return ""
-        text = " ".join(message.split())[:200]
-        for credential in (self._token, self._cookies):
-            if credential:
-                text = text.replace(credential, "***")
-        return f": {text}"
+        return api_failure(
+            exc, operation, self._recorder, self.endpoint, KubeflowError, "the KFP API",
+            f"check token_env, token_file or cookies_env, and the namespace {self._config.namespace!r}",
+            (self._token, self._cookies))
 
     def _apply_auth(self) -> None:
         token = self._read_token_file() if self._config.token_file else self._static_token

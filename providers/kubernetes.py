@@ -29,7 +29,8 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config import ConfigException, incluster_config, kube_config
 
 from providers.base import RequestRecorder, null_recorder
-from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries, parse_retry_after
+from providers.openapi import api_failure
+from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries
 from reconciler.config import ConfigError
 from reconciler.config import KubernetesTarget as KubernetesConfig
 from reconciler.model import ListingError, LiveSchedule, LiveState
@@ -292,35 +293,13 @@ class KubernetesTarget:
             raise KubernetesError(f"{operation}: malformed {response_type} ({_first_line(exc)})") from None
 
     def _api_failure(self, operation: str, exc: ApiException) -> Exception:
-        status = int(exc.status or 0)
-        if not status:  # the generated client's name for a TLS failure
-            self._recorder(operation, "error")
-            return KubernetesError(f"{operation}: TLS handshake with {self.endpoint} failed")
-        self._recorder(operation, str(status))
-        if status == 410:
+        if exc.status == 410:
+            self._recorder(operation, "410")
             return _Expired(f"{operation}: HTTP 410 Gone (the continue token expired)")
-        if status in RETRY_STATUSES:
-            headers = exc.headers or {}
-            return Retryable(f"{operation}: HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
-        if status in (401, 403):
-            verb = "rejected the credentials" if status == 401 else "denied access"
-            return KubernetesError(
-                f"{operation}: HTTP {status}: the API server {verb} (check the service account's RBAC for "
-                f"cronjobs.batch in namespace {self._config.namespace!r}, or the kubeconfig / token_file)", status)
-        return KubernetesError(f"{operation}: HTTP {status}{self._hint(exc.body)}", status)
-
-    def _hint(self, body: Any) -> str:
-        """The Status message, one line, short, with our token blanked."""
-        try:
-            message = json.loads(body).get("message") if body else None
-        except (ValueError, AttributeError):
-            return ""
-        if not isinstance(message, str) or not message:
-            return ""
-        text = " ".join(message.split())[:200]
-        if self._token:
-            text = text.replace(self._token, "***")
-        return f": {text}"
+        return api_failure(
+            exc, operation, self._recorder, self.endpoint, KubernetesError, "the API server",
+            "check the service account's RBAC for cronjobs.batch in namespace "
+            f"{self._config.namespace!r}, or the kubeconfig / token_file", (self._token,))
 
     def _apply_auth(self) -> None:
         if not (self._config.host and self._config.token_file):

@@ -10,7 +10,6 @@ import gc
 import sys
 from collections.abc import Sequence
 
-import structlog
 
 from providers import build_registry, build_target
 from reconciler import __version__

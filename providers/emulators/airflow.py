@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.emulators.base import HttpEmulator, Request, Response
+from providers.emulators.base import HttpEmulator, Request, Response, serve_until_signalled
 
 MAX_LIMIT = 100
 TOKEN_SECONDS = 3600
@@ -150,12 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             for item in json.load(handle):
                 emulator.add(Dag(**item))
     emulator.start(args.port)
-    print(f"airflow emulator on {emulator.url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        emulator.stop()
+    serve_until_signalled(emulator, f"airflow emulator on {emulator.url}")
 
 
 if __name__ == "__main__":

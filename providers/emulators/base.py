@@ -324,3 +324,15 @@ def page_slice(items: list[Any], token: str | None, size: int) -> tuple[list[Any
         start = int(match.group(1))
     end = start + size
     return items[start:end], (f"p{end}" if end < len(items) else None)
+
+
+def serve_until_signalled(emulator: Any, banner: str) -> None:
+    """For an emulator's `main()`: print where it listens, serve until SIGTERM/SIGINT, stop."""
+    import signal
+
+    print(banner, flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    stopped.wait()
+    emulator.stop()

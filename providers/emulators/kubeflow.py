@@ -24,7 +24,6 @@ import argparse
 import base64
 import json
 import random
-import signal
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -32,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from providers.emulators.base import HttpEmulator, Request, Response
+from providers.emulators.base import HttpEmulator, Request, Response, serve_until_signalled
 
 API = "/apis/v2beta1"
 MAX_PAGE_SIZE = 200
@@ -426,12 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed:
         emulator.load(json.loads(args.seed.read_text(encoding="utf-8")))
     port = emulator.start(args.port)
-    print(f"kubeflow emulator listening on http://127.0.0.1:{port}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    emulator.stop()
+    serve_until_signalled(emulator, f"kubeflow emulator listening on http://127.0.0.1:{port}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import copy
 import json
 import random
 import re
-import signal
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -41,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from providers.emulators.base import HttpEmulator, Request, Response
+from providers.emulators.base import HttpEmulator, Request, Response, serve_until_signalled
 
 BATCH = "/apis/batch/v1/namespaces/(?P<ns>[^/]+)/cronjobs"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/(?P<ns>[^/]+)/leases"
@@ -590,12 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed:
         emulator.load(json.loads(args.seed.read_text(encoding="utf-8")))
     port = emulator.start(args.port)
-    print(f"kubernetes emulator listening on http://127.0.0.1:{port}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    emulator.stop()
+    serve_until_signalled(emulator, f"kubernetes emulator listening on http://127.0.0.1:{port}")
 
 
 if __name__ == "__main__":

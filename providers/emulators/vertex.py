@@ -25,7 +25,6 @@ import base64
 import itertools
 import json
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -55,7 +54,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from providers.emulators.base import Fault, HttpEmulator, LoggedRequest, Request, Response
+from providers.emulators.base import Fault, HttpEmulator, LoggedRequest, Request, Response, serve_until_signalled
 
 SERVICE = "google.cloud.aiplatform.v1.ScheduleService"
 OPERATIONS_SERVICE = "google.longrunning.Operations"
@@ -685,13 +684,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed is not None:
         emulator.seed(json.loads(args.seed.read_text(encoding="utf-8")))
     emulator.start(args.port, args.grpc_port)
-    print(f"vertex emulator: REST {emulator.url} gRPC {emulator.grpc_target} "
-          f"({len(emulator.schedules())} schedules)", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    stopped.wait()
-    emulator.stop()
+    serve_until_signalled(emulator, f"vertex emulator: REST {emulator.url} gRPC {emulator.grpc_target} "
+                                    f"({len(emulator.schedules())} schedules)")
 
 
 if __name__ == "__main__":

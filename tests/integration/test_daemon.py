@@ -5,7 +5,6 @@ import json
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import urllib.request
 from collections import Counter

@@ -1,0 +1,50 @@
+"""Turning a generated OpenAPI client's ApiException into our errors (KFP and Kubernetes).
+
+Both generated clients raise `ApiException` with `status`, `headers` and `body`;
+both need the same reading of it: count the attempt, retry 429/5xx honouring
+`Retry-After`, say what to check on 401/403, and quote the server's message
+with any credential of ours blanked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from providers.base import RequestRecorder
+from providers.http import RETRY_STATUSES
+from providers.retry import Retryable, parse_retry_after
+
+
+def api_failure(exc: Any, operation: str, recorder: RequestRecorder, endpoint: str,
+                error: Callable[[str, int | None], Exception], who: str, auth_hint: str,
+                credentials: Iterable[str | None] = ()) -> Exception:
+    """The exception to raise for `exc`: a Retryable, or `error(message, status)`."""
+    status = int(exc.status or 0)
+    if not status:  # the generated clients' name for a TLS failure
+        recorder(operation, "error")
+        return error(f"{operation}: TLS handshake with {endpoint} failed", None)
+    recorder(operation, str(status))
+    if status in RETRY_STATUSES:
+        headers = exc.headers or {}
+        return Retryable(f"{operation}: HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
+    if status in (401, 403):
+        verb = "rejected the credentials" if status == 401 else "denied access"
+        return error(f"{operation}: HTTP {status}: {who} {verb} ({auth_hint})", status)
+    return error(f"{operation}: HTTP {status}{server_message(exc.body, credentials)}", status)
+
+
+def server_message(body: Any, credentials: Iterable[str | None] = ()) -> str:
+    """The server's own `message`, one short line, with any credential of ours blanked."""
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(message, str) or not message:
+        return ""
+    text = " ".join(message.split())[:200]
+    for credential in credentials:
+        if credential:
+            text = text.replace(credential, "***")
+    return f": {text}"
