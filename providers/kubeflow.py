@@ -21,13 +21,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import kfp_server_api
-import urllib3
 from kfp_server_api.api.experiment_service_api import ExperimentServiceApi
 from kfp_server_api.api.recurring_run_service_api import RecurringRunServiceApi
 from kfp_server_api.exceptions import ApiException
 
 from providers.base import RequestRecorder, null_recorder
-from providers.openapi import api_failure
+from providers.openapi import api_failure, raw_call
 from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries
 from reconciler.config import KubeflowTarget as KubeflowConfig
 from reconciler.config import secret
@@ -195,23 +194,8 @@ class KubeflowTarget:
                 timeout = min(timeout, deadline - time.monotonic())
                 if timeout <= 0:
                     raise KubeflowError(f"{operation}: not done within list_deadline ({self._config.list_deadline:g}s)")
-            try:
-                response = method(*args, _request_timeout=(timeout, timeout), _preload_content=False, **kwargs)
-                data = response.data
-                status = response.status
-                response.release_conn()
-            except ApiException as exc:
-                raise self._api_failure(operation, exc) from None
-            except urllib3.exceptions.NewConnectionError:  # a ConnectTimeoutError subclass: test it first
-                self._recorder(operation, "error")
-                raise Retryable(f"{operation}: cannot connect to the server") from None
-            except urllib3.exceptions.TimeoutError:
-                self._recorder(operation, "timeout")
-                raise Retryable(f"{operation}: no answer within {timeout:.1f}s") from None
-            except urllib3.exceptions.HTTPError as exc:
-                self._recorder(operation, "error")
-                raise Retryable(f"{operation}: cannot reach the server ({type(exc).__name__})") from None
-            self._recorder(operation, str(status))
+            data, status = raw_call(method, operation, self._recorder, timeout, ApiException,
+                                    lambda exc: self._api_failure(operation, exc), *args, **kwargs)
             if not data:
                 return {}
             try:

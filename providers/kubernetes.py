@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.config import ConfigException, incluster_config, kube_config
 
 from providers.base import RequestRecorder, null_recorder
-from providers.openapi import api_failure
+from providers.openapi import api_failure, raw_call
 from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries
 from reconciler.config import ConfigError
 from reconciler.config import KubernetesTarget as KubernetesConfig
@@ -253,23 +252,8 @@ class KubernetesTarget:
                 if timeout <= 0:
                     raise KubernetesError(f"{operation}: not done within list_deadline "
                                           f"({self._config.list_deadline:g}s)")
-            try:
-                response = method(*args, _request_timeout=(timeout, timeout), _preload_content=False, **kwargs)
-                data = response.data
-                status = response.status
-                response.release_conn()
-            except ApiException as exc:
-                raise self._api_failure(operation, exc) from None
-            except urllib3.exceptions.NewConnectionError:  # a ConnectTimeoutError subclass: test it first
-                self._recorder(operation, "error")
-                raise Retryable(f"{operation}: cannot connect to the API server") from None
-            except urllib3.exceptions.TimeoutError:
-                self._recorder(operation, "timeout")
-                raise Retryable(f"{operation}: no answer within {timeout:.1f}s") from None
-            except urllib3.exceptions.HTTPError as exc:
-                self._recorder(operation, "error")
-                raise Retryable(f"{operation}: cannot reach the API server ({type(exc).__name__})") from None
-            self._recorder(operation, str(status))
+            data, status = raw_call(method, operation, self._recorder, timeout, ApiException,
+                                    lambda exc: self._api_failure(operation, exc), *args, **kwargs)
             return self._decode(operation, data, status, response_type)
 
         try:

@@ -12,9 +12,38 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import urllib3
+
 from providers.base import RequestRecorder
 from providers.http import RETRY_STATUSES
 from providers.retry import Retryable, parse_retry_after
+
+
+def raw_call(method: Callable[..., Any], operation: str, recorder: RequestRecorder, timeout: float,
+             api_exception: type[Exception], on_api_error: Callable[[Any], Exception],
+             *args: Any, **kwargs: Any) -> tuple[bytes, int]:
+    """One attempt of a generated-client call, unparsed: (body, status) or an exception to raise.
+
+    The generated clients ignore a float `_request_timeout`, so it goes as a
+    (connect, read) tuple; connection problems and timeouts become Retryable.
+    """
+    try:
+        response = method(*args, _request_timeout=(timeout, timeout), _preload_content=False, **kwargs)
+        data, status = response.data, response.status
+        response.release_conn()
+    except api_exception as exc:
+        raise on_api_error(exc) from None
+    except urllib3.exceptions.NewConnectionError:  # a ConnectTimeoutError subclass: test it first
+        recorder(operation, "error")
+        raise Retryable(f"{operation}: cannot connect to the server") from None
+    except urllib3.exceptions.TimeoutError:
+        recorder(operation, "timeout")
+        raise Retryable(f"{operation}: no answer within {timeout:.1f}s") from None
+    except urllib3.exceptions.HTTPError as exc:
+        recorder(operation, "error")
+        raise Retryable(f"{operation}: cannot reach the server ({type(exc).__name__})") from None
+    recorder(operation, str(status))
+    return data, status
 
 
 def api_failure(exc: Any, operation: str, recorder: RequestRecorder, endpoint: str,
