@@ -77,8 +77,8 @@ class _TargetBase(_Strict):
     list_deadline: Seconds = 300.0  # a whole listing, all pages and retries
     max_retries: int = Field(default=4, ge=0, le=10)
     rate_limit: float | None = Field(default=None, gt=0)  # requests per second, client side
-    # Python format string over {pipeline}, {schedule}, {schedule_id}: overrides the
-    # flavor's naming rule when set.
+    # A glob over the live name with {pipeline}, {schedule}, {schedule_id} filled in
+    # (e.g. "team-{pipeline}-*"): replaces the flavor's naming rule when set.
     name_template: str | None = None
     ownership: Ownership = Field(default_factory=Ownership)
     action: Literal["delete", "pause"] | None = None  # cleanup override
