@@ -7,17 +7,30 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
 import sys
+import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import make_url
 
 from providers import build_registry, build_target
 from reconciler import __version__
-from reconciler.config import Config, ConfigError, load_config, resolve_config_path
+from reconciler.config import Config, ConfigError, load_config, parse_duration, resolve_config_path, secret
 from reconciler.logs import configure
 from reconciler.metrics import Metrics
-from reconciler.reconcile import Reconciler, Target
+from reconciler.reconcile import CleanupContext, Reconciler, Target
 from reconciler.report import dumps, to_text
+from reconciler.restore import RestoreError
+from reconciler.restore import restore as do_restore
+from reconciler.state import LAST_GOOD_REGISTRY, StateError, StateStore
+
+if TYPE_CHECKING:
+    from reconciler.loop import Daemon
 
 EXIT_ERROR = 2
 
@@ -45,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", parents=[common], help="validate the config")
     check.add_argument("--connect", action="store_true", help="also reach the registry and every target")
 
+    history = commands.add_parser("history", parents=[common], help="the audit log of cleanup actions, newest first")
+    history.add_argument("--target", help="only this target")
+    history.add_argument("--action", choices=["delete", "pause", "resume", "recreate"])
+    history.add_argument("--outcome", choices=["dry_run", "succeeded", "failed", "already_gone", "skipped_changed"])
+    history.add_argument("--since", metavar="DURATION", help="only records younger than this (e.g. 24h, 7d)")
+    history.add_argument("--dry-run", action="store_true", help="include dry-run records")
+    history.add_argument("--limit", type=int, default=50, help="at most this many records (default 50)")
+    history.add_argument("--output", choices=["text", "json"], default="text")
+
+    restore = commands.add_parser("restore", parents=[common],
+                                  help="undo one cleanup action: resume what was paused, recreate what was deleted")
+    restore.add_argument("id", type=int, metavar="ID", help="the audit record's id (see `history`)")
+    restore.add_argument("--output", choices=["text", "json"], default="text")
+
     sandbox = commands.add_parser(
         "sandbox", parents=[common],
         help="local demo: emulated orchestrators with seeded drift, a real ZenML store file, then the daemon "
@@ -63,8 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config(config, args.connect)
         if args.command == "plan":
             return plan(config, args.output)
-        return run(config, args.once)
-    except ConfigError as exc:
+        if args.command == "history":
+            return history(config, args)
+        if args.command == "restore":
+            return restore(config, args.id, args.output)
+        return run(config, args.once, resolve_config_path(getattr(args, "config", None)))
+    except (ConfigError, StateError, RestoreError) as exc:
         print(f"schedule-reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -89,16 +120,45 @@ def build_reconciler(config: Config, metrics: Metrics) -> Reconciler:
     return Reconciler(config, registry, targets)
 
 
-def run(config: Config, once: bool) -> int:
-    from reconciler.loop import Daemon
+def open_store(config: Config, migrate: bool = True) -> StateStore:
+    url = config.state.url
+    password = secret(config.state.password_env, None)
+    if password is not None:
+        url = make_url(url).set(password=password).render_as_string(hide_password=False)
+    return StateStore(url, migrate=migrate)
 
-    configure(config.log.format, config.log.level)
+
+def build_daemon(config: Config, config_path: Path | None) -> "Daemon":
+    from reconciler.leader import AlwaysLeader, Leadership, identity_for
+    from reconciler.loop import Daemon
+    from reconciler.reload import ConfigWatcher
+
     metrics = Metrics(config.metrics.detail_series_limit)
-    daemon = Daemon(config, build_reconciler(config, metrics), metrics)
+    store = open_store(config)
+    identity = identity_for(os.environ)
+    election = config.leader_election
+    leadership: Any = AlwaysLeader(identity)
+    if election.enabled:
+        from providers import build_elector
+
+        leadership = Leadership(build_elector(election, store, identity), election.lease_duration)
+    watcher = ConfigWatcher(config_path) if config_path is not None and config_path.is_file() else None
+    return Daemon(config, build_reconciler(config, metrics), metrics, store, leadership, watcher,
+                  rebuild=lambda new: build_reconciler(new, metrics))
+
+
+def run(config: Config, once: bool, config_path: Path | None = None) -> int:
+    configure(config.log.format, config.log.level)
+    daemon = build_daemon(config, config_path)
     tune_gc()
     if once:
-        report = daemon.run_cycle()
-        daemon.reconciler.close()
+        daemon.leadership.start()
+        try:
+            report = daemon.run_cycle()
+        finally:
+            daemon.leadership.stop()
+            daemon.reconciler.close()
+            daemon.store.close()
         return 0 if report is not None and report.result == "success" else EXIT_ERROR
     return daemon.run()
 
@@ -119,13 +179,104 @@ def tune_gc() -> None:
 def plan(config: Config, output: str) -> int:
     """One read-only cycle. It never acts, whatever the cleanup config says."""
     configure(config.log.format, "warning" if config.log.level == "info" else config.log.level)
+    context = plan_context(config)
     reconciler = build_reconciler(config, Metrics(config.metrics.detail_series_limit))
     try:
-        report = reconciler.cycle(1)
+        report = reconciler.cycle(1, context=context)
     finally:
         reconciler.close()
     print(dumps(report) if output == "json" else to_text(report))
     return report.exit_code
+
+
+def plan_context(config: Config) -> CleanupContext:
+    """What the state store remembers, read without writing; nothing when there is no store yet.
+
+    `plan` shows what the leader would do, so the leader guard is not applied.
+    """
+    empty = CleanupContext(enforce_leader=False, acting=False)
+    database = make_url(config.state.url).database if config.state.url.startswith("sqlite") else None
+    if database is not None and (database == ":memory:" or not Path(database).is_file()):
+        return empty
+    store = open_store(config, migrate=False)
+    try:
+        if store.revision() != StateStore.head():
+            print("plan: the state store is not migrated yet; dry-run evidence is not shown", file=sys.stderr)
+            return empty
+        names = [t.name for t in config.targets]
+        baseline = store.mark(LAST_GOOD_REGISTRY)
+        return CleanupContext(
+            evidence={n: store.evidence(n) for n in names}, restored={n: store.restored(n) for n in names},
+            inventory={n: store.inventory(n) for n in names},
+            registry_baseline=None if baseline is None else int(baseline),
+            enforce_leader=False, acting=False,
+        )
+    finally:
+        store.close()
+
+
+def history(config: Config, args: argparse.Namespace) -> int:
+    since = None
+    if args.since:
+        try:
+            since = time.time() - parse_duration(args.since)
+        except ValueError as exc:
+            raise ConfigError(f"--since: {exc}") from None
+    store = open_store(config)
+    try:
+        records = store.history(target=args.target, action=args.action, outcome=args.outcome, since=since,
+                                include_dry_run=args.dry_run or args.outcome == "dry_run", limit=args.limit)
+    finally:
+        store.close()
+    if args.output == "json":
+        print(json.dumps([r.as_dict() for r in records], indent=2, default=str))
+        return 0
+    if not records:
+        print("no audit records match")
+        return 0
+    rows = [[str(r.id), _when(r.started_at), r.target, r.action + (" (dry run)" if r.dry_run else ""),
+             r.outcome or r.status, r.live_name, r.error or (f"restored by {r.restored_by}" if r.restored_by else "")]
+            for r in records]
+    header = ["ID", "WHEN (UTC)", "TARGET", "ACTION", "OUTCOME", "LIVE", "NOTE"]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def restore(config: Config, record_id: int, output: str) -> int:
+    configure(config.log.format, "warning")
+    store = open_store(config)
+    built: dict[str, Any] = {}
+
+    def provider_for(name: str) -> Any:
+        target = next((t for t in config.targets if t.name == name), None)
+        if target is None:
+            raise RestoreError(f"audit record {record_id}: target {name!r} is not in the config any more")
+        built[name] = build_target(target)
+        return built[name]
+
+    try:
+        from reconciler.leader import identity_for
+
+        done = do_restore(store, record_id, provider_for, identity_for(os.environ))
+    finally:
+        for provider in built.values():
+            provider.close()
+        store.close()
+    if output == "json":
+        print(json.dumps(done.as_dict(), indent=2, default=str))
+    elif done.outcome == "succeeded":
+        what = "resumed" if done.action == "resume" else f"recreated as {done.native_id}"
+        print(f"restored audit record {record_id}: {done.live_name} on {done.target} {what} "
+              f"(audit record {done.id}); it is protected from cleanup from now on")
+    else:
+        print(f"restore of audit record {record_id} failed: {done.error} (audit record {done.id})")
+    return 0 if done.outcome == "succeeded" else EXIT_ERROR
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def check_config(config: Config, connect: bool) -> int:
@@ -149,39 +300,53 @@ def check_config(config: Config, connect: bool) -> int:
 
 
 def sandbox(config_path: str | None, store: str | None) -> int:
-    """Emulators seeded from the scenario that made the ZenML store, then the daemon, until Ctrl-C."""
-    from pathlib import Path
+    """Emulators seeded from the scenario that made the ZenML store, then the daemon, until Ctrl-C.
+
+    Runs from the repository root (the sandbox config's paths are relative to it),
+    on a working copy of the config in .cache/sandbox that the user may edit while
+    it runs (the daemon reloads it), and a fresh state store beside it.
+    """
+    import shutil
 
     from providers.emulators.sandbox import default_store, running, seed
-    from reconciler.loop import Daemon
 
     repo = Path(__file__).resolve().parents[1]
-    config = load_config(Path(config_path) if config_path else repo / "config" / "sandbox.yaml")
-    store_path = Path(store) if store else default_store()
+    source = Path(config_path).resolve() if config_path else repo / "config" / "sandbox.yaml"
+    store_path = Path(store).resolve() if store else default_store()
+    os.chdir(repo)
     if not store_path.is_file():
         raise ConfigError(f"sandbox: no ZenML store file at {store_path}")
-    registry = config.registry.model_copy(update={"type": "zenml-sql", "url": f"sqlite:///{store_path.resolve()}"})
-    config = config.model_copy(update={"registry": registry})
+    work = repo / ".cache" / "sandbox"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    live_config = work / "schedule-reconciler.yaml"
+    text = source.read_text(encoding="utf-8")
+    if store:
+        text += f"\nregistry: {{type: zenml-sql, url: 'sqlite:///{store_path}'}}\n"
+    live_config.write_text(text, encoding="utf-8")
+    config = load_config(live_config)
     configure(config.log.format, config.log.level)
     with running(config) as emulators:
         snapshot = build_registry(config.registry).read()
         seed(emulators, {c.name: c.id for c in snapshot.components})
-        metrics = Metrics(config.metrics.detail_series_limit)
-        daemon = Daemon(config, build_reconciler(config, metrics), metrics)
+        daemon = build_daemon(config, live_config)
         report = daemon.run_cycle()
         if report is not None:
             print(to_text(report), flush=True)
         address = f"http://{config.metrics.host}:{config.metrics.port}"
+        shown = live_config.relative_to(repo)
         print(f"""
 The sandbox is running: four emulated orchestrators on 127.0.0.1 seeded with drift of every kind,
-the registry a ZenML 0.98 store file ({store_path}), a cycle every {config.interval:g}s.
+the registry a ZenML 0.98 store file ({store_path.name}), a cycle every {config.interval:g}s.
+Cleanup is enabled in dry-run mode: candidates collect dry-run cycles, nothing is acted on.
 
   metrics   {address}/metrics
   plan      {address}/plan
   health    {address}/healthz  {address}/readyz
   from another terminal:
-            .venv/bin/schedule-reconciler plan --config config/sandbox.yaml
-            .venv/bin/schedule-reconciler plan --config config/sandbox.yaml --output json
+            .venv/bin/schedule-reconciler plan --config {shown}
+            .venv/bin/schedule-reconciler history --dry-run --config {shown}
+  approve cleanup: set `approve: true` under `cleanup:` in {shown}; the next cycle picks it up.
 
 Ctrl-C stops the daemon and every emulator it started.
 """, flush=True)

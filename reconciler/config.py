@@ -174,15 +174,31 @@ class CleanupConfig(_Strict):
 
 
 class StateConfig(_Strict):
-    url: str = "sqlite:///var/lib/schedule-reconciler/state.db"
+    url: str = "sqlite:///var/lib/schedule-reconciler/state.db"  # PostgreSQL (postgresql://...) for HA
+    password_env: str | None = None  # PostgreSQL, when the URL carries no password
+    dry_run_retention: Seconds = 14 * 86400.0  # dry-run audit records older than this are pruned
 
 
 class LeaderElectionConfig(_Strict):
+    """Which replica may act: a coordination.k8s.io/v1 Lease, or a row in the state store.
+
+    Kubernetes backend: `namespace` defaults to the pod's own namespace (the file
+    /var/run/secrets/kubernetes.io/serviceaccount/namespace), else "default". The API
+    server is reached like a kubernetes target's: `host` (+ `token_file`), else
+    `kubeconfig`/`context`, else the in-cluster service account, else ~/.kube/config.
+    """
+
     enabled: bool = False
     backend: Literal["kubernetes", "database"] = "kubernetes"
-    lease_name: str = "schedule-reconciler"
+    lease_name: str = Field(default="schedule-reconciler", min_length=1, max_length=128)
     namespace: str | None = None
-    lease_duration: Seconds = 30.0
+    lease_duration: Annotated[Seconds, Field(ge=1)] = 30.0
+    kubeconfig: str | None = None
+    context: str | None = None
+    host: str | None = None
+    token_file: str | None = None
+    verify_tls: bool = True
+    ca_bundle: str | None = None
 
 
 class MetricsConfig(_Strict):

@@ -66,7 +66,7 @@ class Metrics:
                                         ["target", "stage"], registry=r)
         self.cleanup_actions = Counter(PREFIX + "cleanup_actions", "Cleanup actions by outcome",
                                        ["target", "action", "outcome"], registry=r)
-        self.cleanup_blocked = Gauge(PREFIX + "cleanup_blocked", "Candidates blocked, by reason",
+        self.cleanup_blocked = Gauge(PREFIX + "cleanup_blocked", "Candidates blocked, by the rule's code",
                                      ["target", "reason"], registry=r)
         self.leader = Gauge(PREFIX + "leader", "1 when this replica may act", registry=r)
         self.build_info = Gauge(PREFIX + "build_info", "Build information", ["version"], registry=r)
@@ -74,7 +74,7 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         for result in ("success", "partial", "failed"):
             self.cycles.labels(result=result)
-        self.leader.set(1)  # no leader election yet: the only replica leads
+        self.leader.set(0)  # until the leadership says otherwise
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -101,8 +101,12 @@ class Metrics:
             self._targets.add(name)
         if report.list_seconds is not None:
             self.list_duration.labels(target=name).observe(report.list_seconds)
+        self._count_actions(name, report)
         if report.diff is None:
             self.target_up.labels(target=name).set(0)
+            if report.candidates:  # the last known candidates, held back by a guard: show why
+                with self._lock:
+                    self._replace_candidates(name, report)
             return
         diff = report.diff
         counts = {kind: 0 for kind in DriftKind}
@@ -156,7 +160,8 @@ class Metrics:
             if candidate.stage in stages:
                 stages[candidate.stage] += 1
             if candidate.stage == "blocked":
-                reasons[candidate.reason] = reasons.get(candidate.reason, 0) + 1
+                code = candidate.blocked_by or "other"
+                reasons[code] = reasons.get(code, 0) + 1
         for stage, count in stages.items():
             self.cleanup_candidates.labels(target=name, stage=stage).set(count)
         wanted = {(name, _label(reason)) for reason in reasons}
@@ -165,6 +170,10 @@ class Metrics:
         for reason, count in reasons.items():
             self.cleanup_blocked.labels(target=name, reason=_label(reason)).set(count)
         self._blocked[name] = wanted
+
+    def _count_actions(self, name: str, report: TargetReport) -> None:
+        for action in report.actions:
+            self.cleanup_actions.labels(target=name, action=action.action, outcome=action.outcome).inc()
 
     def _forget(self, name: str) -> None:
         for kind in DriftKind:

@@ -15,6 +15,18 @@ Status = Literal["ok", "error"]
 
 
 @dataclass(frozen=True)
+class ActionResult:
+    """One cleanup action of a cycle, dry-run or real: `cleanup_actions_total` counts these."""
+
+    native_id: str
+    live_name: str
+    action: str  # delete | pause
+    outcome: str  # dry_run | succeeded | failed | already_gone | skipped_changed
+    audit_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class RegistryReport:
     status: Status
     schedules: int | None
@@ -30,6 +42,7 @@ class TargetReport:
     error: str | None = None
     diff: TargetDiff | None = None  # None when the target's drift is unknown this cycle
     candidates: tuple[Candidate, ...] = ()
+    actions: tuple[ActionResult, ...] = ()
     list_seconds: float | None = None
     diff_cpu_seconds: float | None = None  # CPU of this thread only: listings run beside it
 
@@ -78,19 +91,25 @@ def _target_json(target: TargetReport) -> dict[str, Any]:
     diff = target.diff
     body: dict[str, Any] = {"name": target.name, "flavor": target.flavor, "status": target.status,
                             "error": target.error}
+    candidates = [_candidate_json(c) for c in target.candidates]
+    actions = [{"native_id": a.native_id, "live_name": a.live_name, "action": a.action, "outcome": a.outcome,
+                "audit_id": a.audit_id, "error": a.error} for a in target.actions]
     if diff is None:
-        body.update(counts=None, in_sync_ratio=None, drift=[], candidates=[])
+        # Unknown drift; the candidates are the last known ones, held back by the guard.
+        body.update(counts=None, in_sync_ratio=None, drift=[], candidates=candidates, actions=actions)
         return body
     body["counts"] = {"expected": len(diff.expected), "managed": len(diff.managed),
                       "unmanaged": len(diff.unmanaged), "in_sync": diff.in_sync}
     body["in_sync_ratio"] = round(diff.in_sync_ratio, 4)
     body["drift"] = [_drift_json(d) for d in diff.drift]
-    body["candidates"] = [
-        {"native_id": c.live.native_id, "live_name": c.live.name, "kind": c.kind.value, "action": c.action,
-         "stage": c.stage, "reason": c.reason}
-        for c in target.candidates
-    ]
+    body["candidates"] = candidates
+    body["actions"] = actions
     return body
+
+
+def _candidate_json(c: Candidate) -> dict[str, Any]:
+    return {"native_id": c.native_id, "live_name": c.live_name, "kind": c.kind.value, "action": c.action,
+            "stage": c.stage, "reason": c.reason, "blocked_by": c.blocked_by}
 
 
 def _drift_json(drift: Drift) -> dict[str, Any]:
@@ -119,6 +138,7 @@ def to_text(report: CycleReport) -> str:
         lines.append("")
         if target.diff is None:
             lines.append(f"{target.name} ({target.flavor}): ERROR {target.error} (drift unknown this cycle)")
+            lines.extend(_cleanup_lines(target))
             continue
         diff = target.diff
         lines.append(
@@ -134,11 +154,15 @@ def to_text(report: CycleReport) -> str:
             ))
         else:
             lines.append("  no drift")
-        if target.candidates:
-            lines.append("  cleanup plan:")
-            lines.extend(_table(["LIVE", "ACTION", "STAGE", "REASON"],
-                                [[c.live.name, c.action, c.stage, c.reason] for c in target.candidates]))
+        lines.extend(_cleanup_lines(target))
     return "\n".join(lines)
+
+
+def _cleanup_lines(target: TargetReport) -> list[str]:
+    if not target.candidates:
+        return []
+    return ["  cleanup plan:", *_table(["LIVE", "ACTION", "STAGE", "REASON"],
+                                       [[c.live_name, c.action, c.stage, c.reason] for c in target.candidates])]
 
 
 def _sorted(drift: Sequence[Drift]) -> list[Drift]:
