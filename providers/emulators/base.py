@@ -67,6 +67,14 @@ class FaultPlan:
             self._faults.clear()
             self._seen.clear()
 
+    def seen(self, operation: str) -> int:
+        """Requests of `operation` that reached the fault check since the fault was set.
+
+        They are counted on arrival, before any latency: a test can act while one waits.
+        """
+        with self._lock:
+            return self._seen.get(operation, 0)
+
     def take(self, operation: str) -> Fault | None:
         """The fault for this request of `operation`, counting it; None if it passes."""
         with self._lock:
