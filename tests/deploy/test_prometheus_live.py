@@ -69,8 +69,10 @@ def daemon_config(store: Path, emulator_port: int, metrics_port: int, state: Pat
         "targets": [{"name": "k8s", "type": "kubernetes", "namespace": "zenml",
                      "host": f"http://127.0.0.1:{emulator_port}", "components": ["k8s-orchestrator"],
                      "timeout": "5s", "max_retries": 1}],
-        # Disabled cleanup still stages its candidates as blocked, which feeds the blocked panel.
-        "cleanup": {"enabled": False},
+        # Approved, but a budget of 0 blocks the orphan once its dry run is done: the cleanup
+        # panels get dry-run actions and a blocked reason, and the orphan stays for the drift test.
+        "cleanup": {"enabled": True, "approve": True, "dry_run_cycles": 1, "grace_period": "0s",
+                    "max_actions_per_cycle": 0},
         "state": {"url": f"sqlite:///{state}"},
         "metrics": {"host": "127.0.0.1", "port": metrics_port},
         "log": {"format": "json", "level": "info"},
@@ -178,17 +180,10 @@ def has_data(response: dict[str, Any]) -> bool:
     return response.get("status") == "success" and bool(response["data"]["result"])
 
 
-# Panels over metrics the daemon does not emit yet: cleanup actions arrive with the
-# cleanup work (issue 4). Their queries must parse now and must be empty; once
-# actions exist this check fails and the panel leaves this set.
-WAITING_FOR_CLEANUP_ACTIONS = {"Actions by outcome / A"}
-
-
 def wait_for_every_query(api: PrometheusApi, daemon: Server) -> None:
     # Rates and quantiles need a few scrapes and cycles.
     def ready() -> bool:
-        return all(has_data(api.query(expr)) for name, expr in dashboard_queries()
-                   if name not in WAITING_FOR_CLEANUP_ACTIONS)
+        return all(has_data(api.query(expr)) for name, expr in dashboard_queries())
 
     try:
         wait_until(ready, DATA_TIMEOUT, "data for every dashboard query", daemon, interval=2.0)
@@ -200,9 +195,6 @@ def wait_for_every_query(api: PrometheusApi, daemon: Server) -> None:
 def test_dashboard_query_returns_data(prometheus: PrometheusApi, name: str, expr: str) -> None:
     response = prometheus.query(expr)
     assert response.get("status") == "success", f"{name}: {expr}: {response.get('error')}"
-    if name in WAITING_FOR_CLEANUP_ACTIONS:
-        assert not response["data"]["result"], f"{name} has data now: take it out of WAITING_FOR_CLEANUP_ACTIONS"
-        return
     assert response["data"]["result"], f"{name}: no data for {expr}"
 
 
