@@ -9,9 +9,12 @@ Kubernetes ConfigMap changes (a `..data` symlink swapped).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +32,7 @@ from reconciler.loop import Daemon
 from reconciler.report import CycleReport, to_json
 from tests.integration.test_sandbox import sandbox_config
 from tests.support import airflow as airflow_support
-from tests.support.procs import free_port, wait_until
+from tests.support.procs import REPO, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -320,3 +323,21 @@ def test_an_invalid_config_is_rejected_counted_and_the_old_one_keeps_running(har
     h.cycle()
     assert h.daemon.config.cleanup.approve is True
     assert series(h.daemon, "config_reloads_total", result="success") == 1
+
+
+def test_plan_never_acts_even_when_approved_and_leaves_the_evidence_alone(harness):
+    h, emulators = harness
+    seasoned(h)  # approve is on: the daemon's next cycle would act
+    evidence_before = h.daemon.store.evidence("vertex")
+    result = subprocess.run([sys.executable, "-m", "reconciler", "plan", "--config", str(h.path), "--output", "json"],
+                            capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert result.returncode == 1, result.stderr
+    plan = json.loads(result.stdout)
+    vertex = next(t for t in plan["targets"] if t["name"] == "vertex")
+    got = {c["live_name"]: c for c in vertex["candidates"]}[VERTEX_ORPHAN]
+    assert (got["stage"], got["reason"]) == ("ready", "approved: the leader would delete it")
+    assert vertex["actions"] == []
+    assert mutations(emulators) == []
+    assert all(not dag["is_paused"] for d, dag in h.airflow.all_dags().items() if d in AIRFLOW_ORPHANS)
+    assert h.daemon.store.evidence("vertex") == evidence_before
+    assert len(h.daemon.store.history(include_dry_run=True, target="vertex")) == 2  # the daemon's two dry runs only
