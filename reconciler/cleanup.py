@@ -54,12 +54,16 @@ class Cleaner:
 
     # -- crash recovery --------------------------------------------------------------
 
-    def recover(self, providers: Mapping[str, Any]) -> set[str]:
+    def recover(self, providers: Mapping[str, Any], settle: Mapping[str, float]) -> set[str]:
         """Complete every audit record a crash left pending. Returns the targets still unresolved.
 
         The target is asked what it shows now: a delete whose object is gone, or a
-        pause whose object is paused, did happen; otherwise it did not. A target
-        that cannot answer keeps its record pending and its actions blocked.
+        pause whose object is paused, did happen. One whose object is unchanged may
+        still be in flight (a Vertex delete is a long-running operation), so its
+        record stays pending and its target's actions wait, for up to the target's
+        `settle` seconds (its list_deadline, what an action itself may wait) from
+        when the action began; only then is it recorded as not done. A target that
+        cannot answer keeps its record pending and its actions blocked.
         """
         unresolved: set[str] = set()
         for record in self.store.pending_actions():
@@ -78,6 +82,13 @@ class Cleaner:
                 unresolved.add(record.target)
                 continue
             outcome, error = _recovered_outcome(record, now_live)
+            in_flight = record.requested_at is not None and self._clock() - record.requested_at < settle.get(
+                record.target, 0.0)
+            if outcome == "failed" and in_flight:
+                record_log.warning("recovery: an interrupted action may still take effect; its target waits",
+                                   action=record.action)
+                unresolved.add(record.target)
+                continue
             self.store.complete_action(record.id, outcome, error, self._clock())
             record_log.warning("recovered an action interrupted by a crash", action=record.action, outcome=outcome,
                                error=error)
@@ -140,6 +151,7 @@ class Cleaner:
                 c.native_id, c.live_name, c.action, "skipped_changed", audit_id)
         audit_id = self.store.begin_action(dry_run=False, **self._stamp(facts, report, c, c.reason, snapshot_of(fresh)))
         failpoints.hit("action.after_audit_begin")
+        self.store.mark_requested(audit_id, self._clock())
         outcome, error = self._perform(c, provider)
         failpoints.hit("action.after_act")
         self.store.complete_action(audit_id, outcome, error, self._clock())
@@ -222,6 +234,8 @@ def _changed(c: Candidate, fresh: LiveSchedule, still: set[str] | None) -> str |
 
 def _recovered_outcome(record: AuditRecord, now_live: LiveSchedule | None) -> tuple[str, str | None]:
     note = "completed at recovery after a crash"
+    if record.requested_at is None:
+        return "failed", f"{note}: interrupted before the request was sent; nothing was done"
     if record.action == "delete":
         if now_live is None:
             return "succeeded", f"{note}: the object is gone"

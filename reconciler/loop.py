@@ -101,8 +101,10 @@ class Daemon:
         targets = {t.config.name: t for t in self.reconciler.targets}
         held: dict[str, str] = {}
         if leader:
-            for name in self.cleaner.recover({n: t.provider for n, t in targets.items()}):
-                held[name] = "an interrupted action's audit record could not be completed yet"
+            providers = {n: t.provider for n, t in targets.items()}
+            settle = {n: t.config.list_deadline for n, t in targets.items()}
+            for name in self.cleaner.recover(providers, settle):
+                held[name] = "an interrupted action's outcome is not known yet"
         context = CleanupContext(
             evidence={name: store.evidence(name) for name in targets},
             restored={name: store.restored(name) for name in targets},

@@ -88,6 +88,7 @@ audit = sa.Table(
     sa.Column("finished_at", sa.Float),
     sa.Column("restores", sa.Integer),
     sa.Column("restored_by", sa.Integer),
+    sa.Column("requested_at", sa.Float),
 )
 leases = sa.Table(
     "leases", metadata,
@@ -135,6 +136,7 @@ class AuditRecord:
     finished_at: float | None
     restores: int | None  # the record this one undid
     restored_by: int | None  # the record that undid this one
+    requested_at: float | None = None  # set just before the request went out; None: never sent
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -302,6 +304,11 @@ class StateStore:
                     conn.execute(audit.update().where(audit.c.id == restores).values(restored_by=record_id))
             return done
 
+    def mark_requested(self, record_id: int, now: float) -> None:
+        """The request is about to go out: from here a crash leaves its effect unknown."""
+        with self.engine.begin() as conn:
+            conn.execute(audit.update().where(audit.c.id == record_id).values(requested_at=now))
+
     def record_dry_run(self, **fields: Any) -> int:
         record_id = self.begin_action(dry_run=True, **fields)
         self.complete_action(record_id, "dry_run", None, fields["now"])
@@ -351,6 +358,7 @@ class StateStore:
             fingerprint=row["fingerprint"], snapshot=json.loads(row["snapshot"]), status=row["status"],
             outcome=row["outcome"], error=row["error"], started_at=row["started_at"],
             finished_at=row["finished_at"], restores=row["restores"], restored_by=row["restored_by"],
+            requested_at=row["requested_at"],
         ) for row in rows]
 
     def close(self) -> None:

@@ -26,9 +26,9 @@ def action(store: StateStore, native_id: str = "n1", *, dry_run: bool = False, n
 
 
 def test_migrations_create_every_table_once_and_reopening_is_a_no_op(tmp_path, store):
-    assert store.revision() == StateStore.head() == "0001"
+    assert store.revision() == StateStore.head() == "0002"
     again = StateStore(store.url)
-    assert again.revision() == "0001"
+    assert again.revision() == "0002"
     again.close()
     tables = {r[0] for r in sqlite3.connect(f"{tmp_path}/state/state.db").execute(
         "select name from sqlite_master where type='table'")}
@@ -105,3 +105,28 @@ def test_errors_name_the_store_without_its_password():
     with pytest.raises(StateError) as raised:
         StateStore("postgresql://u:hunter2@127.0.0.1:1/db")
     assert "hunter2" not in str(raised.value) and "127.0.0.1:1" in str(raised.value)
+
+
+def test_a_store_made_by_the_first_release_upgrades_and_keeps_its_records(tmp_path):
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from reconciler.state import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    old = StateStore(url, migrate=False)
+    with old.engine.begin() as conn:
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO audit (replica, target, flavor, native_id, live_name, kind, action, dry_run, rule, approved,"
+            " fingerprint, snapshot, status, started_at) VALUES ('r', 't', 'vertex', 'n', 'n', 'orchestrator_only',"
+            " 'delete', 0, 'approved', 1, 'f', '{}', 'pending', 1.0)")
+    old.close()
+    upgraded = StateStore(url)
+    assert upgraded.revision() == "0002"
+    (record,) = upgraded.pending_actions()
+    assert (record.native_id, record.requested_at) == ("n", None)
+    upgraded.close()
