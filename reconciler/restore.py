@@ -64,7 +64,16 @@ def _check_restorable(record: AuditRecord) -> None:
                            "nothing to restore")
     if record.action == "delete" and record.flavor not in RECREATABLE:
         raise RestoreError(f"audit record {record.id}: {record.flavor} has no API to recreate a deleted schedule; "
-                           "restore the DAG file and Airflow brings the DAG back at its next parse")
+                           f"restore the DAG file{_dag_file(record)} and Airflow brings the DAG back at its next "
+                           "parse")
+
+
+def _dag_file(record: AuditRecord) -> str:
+    """` <file> (dag_id ...)` from the snapshot, so the refusal says which file to put back."""
+    obj = record.snapshot.get("object") or {}
+    fileloc = obj.get("fileloc") or obj.get("relative_fileloc")
+    named = f"of {record.native_id}" if not fileloc else f"{fileloc} (dag_id {record.native_id})"
+    return " " + " ".join(str(named).split())  # one line, whatever the path holds
 
 
 def _resume(provider: Any, native_id: str) -> tuple[str, str | None, str | None]:
