@@ -47,7 +47,7 @@ from tests.integration.cleanup_support import (
     vertex_orphan,
     write_config,
 )
-from tests.support.procs import REPO
+from tests.support.procs import REPO, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -334,3 +334,47 @@ def assert_history_cli_agrees(world: World) -> None:
     for orphan in world.acted:
         mine = [r for r in real if r["target"] == orphan.target and r["native_id"] == orphan.native_id]
         assert [r["outcome"] for r in mine].count("succeeded") == 1, (str(orphan), mine)
+
+
+def test_a_vertex_delete_still_in_flight_after_a_crash_is_never_sent_twice(world: World) -> None:
+    """Vertex deletes are long-running operations: a crash after the request leaves one in flight.
+
+    The restart must not judge the delete failed (the schedule is still listed) and
+    send it again; the target waits until the operation lands or the target's
+    list_deadline has passed since the request.
+    """
+    world.setup.target("vertex")["list_deadline"] = "60s"
+    world.setup.write()
+    orphan = fresh(world, _vertex)
+    world.emulators.vertex.operation_delay = 8.0
+    env = dict(os.environ)
+    env.pop("SCHEDULE_RECONCILER_FAILPOINTS", None)
+    with open(world.setup.path.parent / "lro-run.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--once", "--config",
+                                    str(world.setup.path)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: len(world.requests(orphan)) == 1 or process.poll() is not None, 120,
+                       "the delete request")
+            process.send_signal(signal.SIGKILL)  # only the process this test started
+            assert process.wait(30) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert world.live(orphan) == "enabled"  # the operation has not landed yet
+    (pending,) = world.store.pending_actions()
+    assert pending.native_id == orphan.native_id and pending.requested_at is not None
+
+    held = world.run_once()  # restart while the operation is still running
+    assert held.returncode == 0, held.stderr[-3000:]
+    assert len(world.requests(orphan)) == 1, "the delete was sent a second time"
+    assert [r.id for r in world.store.pending_actions()] == [pending.id]
+
+    wait_until(lambda: world.live(orphan) == "gone", 30, "the delete operation to land")
+    world.emulators.vertex.operation_delay = 0.2
+    settled = world.run_once()
+    assert settled.returncode == 0, settled.stderr[-3000:]
+    (record,) = world.records(orphan)
+    assert (record.outcome, record.error) == ("succeeded", "completed at recovery after a crash: the object is gone")
+    world.acted.append(orphan)
+    world.assert_log_complete()
