@@ -21,7 +21,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 RUN pip install "uv==${UV_VERSION}"
 # Dependencies first: this layer is rebuilt only when the lock changes.
-COPY requirements/lock.txt requirements/lock.txt
+COPY requirements/runtime.txt requirements/runtime.txt
 COPY deploy/install.sh deploy/install.sh
 RUN sh deploy/install.sh deps
 COPY pyproject.toml README.md ./

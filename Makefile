@@ -41,8 +41,11 @@ bench: install
 test-unit: install
 	$(VENV)/bin/python -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
 
+# lock.txt: everything, tests included (make install/test); runtime.txt: the same pins without
+# the test extras (the image).
 lock: | $(UV)
 	$(UV) pip compile --quiet pyproject.toml --extra test -p 3.11 -o requirements/lock.txt
+	$(UV) pip compile --quiet pyproject.toml -p 3.11 -c requirements/lock.txt -o requirements/runtime.txt
 
 clean:
 	rm -rf $(CACHE) $(VENV)

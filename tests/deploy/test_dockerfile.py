@@ -154,13 +154,13 @@ def test_builder_stage_installs_a_working_daemon(parsed: dockerfile.Dockerfile,
     for line in where.stdout.split():
         assert Path(line).is_relative_to(venv), line
 
-    # Exactly the lock, nothing more and nothing less.
+    # Exactly the runtime lock, nothing more and nothing less: no test tools in the image.
     frozen = subprocess.run([str(REPO / ".cache" / "uv" / "bin" / "uv"), "pip", "freeze", "--python",
                              str(venv / "bin" / "python")], capture_output=True, text=True, check=True)
     installed = {normalize(line) for line in frozen.stdout.splitlines() if "==" in line}
-    locked = {normalize(line) for line in (REPO / "requirements" / "lock.txt").read_text().splitlines()
-              if "==" in line and not line.startswith("#")}
+    locked = pins(REPO / "requirements" / "runtime.txt")
     assert installed == locked
+    assert not {name.split("==")[0] for name in installed} & {"pytest", "hypothesis"}
 
     helped = subprocess.run([str(venv / "bin" / "schedule-reconciler"), "--help"], cwd=elsewhere, env=env,
                             capture_output=True, text=True)
@@ -175,3 +175,15 @@ def test_builder_stage_installs_a_working_daemon(parsed: dockerfile.Dockerfile,
                                   str(example)], cwd=elsewhere, env={**env, "ZENML_STORE_URL": "sqlite:////nonexistent/zenml.db"},
                                  capture_output=True, text=True)
         assert checked.returncode == 0, f"{example.name}: {checked.stdout}{checked.stderr}"
+
+
+def pins(path: Path) -> set[str]:
+    return {normalize(line) for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")}
+
+
+def test_the_runtime_lock_is_the_full_lock_without_the_test_extras() -> None:
+    runtime, full = pins(REPO / "requirements" / "runtime.txt"), pins(REPO / "requirements" / "lock.txt")
+    assert runtime <= full  # the same versions the tests ran with
+    assert {line.split("==")[0] for line in full - runtime} <= {
+        "pytest", "pytest-timeout", "hypothesis", "iniconfig", "pluggy", "pygments", "sortedcontainers",
+        "attrs", "exceptiongroup", "packaging"}
