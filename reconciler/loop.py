@@ -68,6 +68,10 @@ class Daemon:
         self._started = time.time()
         self._last_cycle_start: float | None = None
         self._latest: CycleReport | None = None
+        # Bindings seen before, per target: read from the store once, then kept in step with
+        # what this replica writes (only a leader writes; a new leader reads them afresh).
+        self._inventory: dict[str, dict[str, str]] = {}
+        self._inventory_leader = False
         leadership.on_change(lambda leader: metrics.leader.set(1 if leader else 0))
 
     # -- one cycle ---------------------------------------------------------------------
@@ -108,7 +112,7 @@ class Daemon:
         context = CleanupContext(
             evidence={name: store.evidence(name) for name in targets},
             restored={name: store.restored(name) for name in targets},
-            inventory={name: store.inventory(name) for name in targets},
+            inventory=self._inventories(list(targets), leader),
             registry_baseline=self._registry_baseline(config),
             leader=leader, enforce_leader=True, acting=True, held_targets=held,
         )
@@ -124,6 +128,7 @@ class Daemon:
                 bindings = {b.live.native_id: b.schedule.id for b in report.diff.bindings}
                 live_ids = {l.native_id for l in (*report.diff.managed, *report.diff.unmanaged)}
                 store.update_inventory(report.name, inventory, bindings, live_ids, time.time())
+                self._inventory[report.name] = {n: s for n, s in {**inventory, **bindings}.items() if n in live_ids}
             self.metrics.observe_target(final)
             return final
 
@@ -133,6 +138,15 @@ class Daemon:
             self._advance_registry_baseline(config, report.registry.schedules)
             store.prune_dry_runs(time.time() - config.state.dry_run_retention)
         return report
+
+    def _inventories(self, names: list[str], leader: bool) -> dict[str, dict[str, str]]:
+        if not (leader and self._inventory_leader):
+            self._inventory = {}
+        self._inventory_leader = leader
+        for name in names:
+            if name not in self._inventory:
+                self._inventory[name] = self.store.inventory(name)
+        return {name: self._inventory[name] for name in names}
 
     def _registry_baseline(self, config: Config) -> int | None:
         """The last good registry count; None once a shrink has lasted the grace period (accepted)."""
