@@ -15,6 +15,14 @@ named after the pipeline; Kubernetes `<8 hex>-<pipeline>` with the
 drift kind are planted and counted in the manifest, so a run can check the
 daemon found exactly them.
 
+Each target holds N live schedules (issue 3: "three emulated targets with N live
+schedules each"), while the registry holds N in all. A ZenML schedule runs on
+exactly one orchestrator, so about N/3 of a target's live schedules are ZenML's;
+the rest is other teams' schedules in the same project / namespace (unmanaged:
+listed, parsed and checked for ZenML's marks like any other, never drift). They
+are shaped and sized like ZenML's own (a compiled pipeline spec, a full pod
+template), only without ZenML's entrypoint, annotation or naming.
+
     python -m benchmarks.make_store --n 10000 --out /tmp/bench-10000
 """
 
@@ -165,7 +173,7 @@ def build(n: int, out: Path) -> dict[str, Any]:
                 else:
                     job_name = cron_job_name if copy_number == 0 else k8s_emulator.sanitize_label(
                         f"{hex_of('dup', name, length=8)}-{pipeline}")
-                    cron_jobs.append(_cron_job(pipeline, components[target], copy_cron, job_name, enabled, when))
+                    cron_jobs.append(_cron_job(pipeline, components[target], copy_cron, job_name, enabled, when, project_id))
 
             if k % DRIFT_PERIOD == ORPHAN_OFFSET:
                 # ZenML made it, its schedule is gone from the registry: an orphan.
@@ -183,7 +191,7 @@ def build(n: int, out: Path) -> dict[str, Any]:
                                              raw_cron=True))
                 else:
                     cron_jobs.append(_cron_job(gone_pipeline, components[target], cron, k8s_emulator.sanitize_label(
-                        f"{hex_of('gone', name, length=8)}-{gone_pipeline}"), True, live_created))
+                        f"{hex_of('gone', name, length=8)}-{gone_pipeline}"), True, live_created, project_id))
             if k % DRIFT_PERIOD == UNMANAGED_OFFSET:
                 # Somebody else's schedule: counted, never drift.
                 plan.live += 1
@@ -199,6 +207,23 @@ def build(n: int, out: Path) -> dict[str, Any]:
                         created_at=iso(live_created), pipeline_spec={"pipelineInfo": {"name": other}}))
                 else:
                     cron_jobs.append(k8s_emulator.plain_cron_job(other, cron, K8S_NAMESPACE))
+
+        for target in TARGETS:
+            plan = plans[target]
+            for j in range(max(0, n - plan.live)):
+                # Other teams' schedules: the target's live set grows to N.
+                plan.live += 1
+                plan.unmanaged += 1
+                created = iso(BASE_TIME + timedelta(seconds=j))
+                other = f"team-{j % 97:02d}-job-{j:07d}"
+                cron = cron_of(j)
+                if target == "vertex":
+                    vertex.append({"display_name": other, "cron": cron, "zenml": False, "create_time": created})
+                elif target == "kubeflow":
+                    experiment = kfp_experiments.setdefault("Default", _experiment("Default"))
+                    kfp_runs.append(_team_kfp_run(other, experiment["experiment_id"], cron, created))
+                else:
+                    cron_jobs.append(_team_cron_job(other, cron, created))
 
         db.executemany("INSERT INTO pipeline (id, created, updated, name, description, project_id, user_id, "
                        "run_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", pipelines)
@@ -243,9 +268,37 @@ def _kfp_run(display_name: str, experiment_id: str, cron: str, enabled: bool, cr
 
 
 def _cron_job(pipeline: str, component_id: str, cron: str, name: str, enabled: bool,
-              created: datetime) -> dict[str, Any]:
+              created: datetime, project_id: str) -> dict[str, Any]:
+    # ZenML labels each CronJob with its project's id (the emulator's default is a random one).
     return k8s_emulator.zenml_cron_job(pipeline, component_id, cron, K8S_NAMESPACE, name=name, suspend=not enabled,
-                                       created=iso(created))
+                                       created=iso(created), project_id=project_id)
+
+
+def _team_kfp_run(name: str, experiment_id: str, cron: str, created: str) -> dict[str, Any]:
+    """Another team's recurring run: a compiled spec like ZenML's, running its own module."""
+    spec = kfp_emulator.zenml_pipeline_spec(name)
+    for executor in spec["deploymentSpec"]["executors"].values():
+        executor["container"]["command"] = ["python", "-m", "team_jobs.run"]
+        executor["container"]["args"] = ["--job", name]
+    run = kfp_emulator.seed_recurring_run(name, experiment_id, KFP_NAMESPACE, cron=kfp_cron(cron),
+                                          created_at=created, pipeline_spec=spec)
+    run["recurring_run_id"] = str(_uuid("team-run", name))
+    return run
+
+
+def _team_cron_job(name: str, cron: str, created: str) -> dict[str, Any]:
+    """Another team's CronJob: a pod template like ZenML's, without its annotation or entrypoint."""
+    job = k8s_emulator.zenml_cron_job("team-jobs", hex_of("team-component", name), cron, K8S_NAMESPACE, name=name,
+                                      created=created)
+    job["metadata"].pop("annotations")
+    job["metadata"]["labels"] = {"app": name, "team": name.split("-job-")[0]}
+    template = job["spec"]["jobTemplate"]
+    template["metadata"] = {"name": name, "labels": dict(job["metadata"]["labels"])}
+    template["spec"]["template"]["metadata"] = {"labels": dict(job["metadata"]["labels"])}
+    container = template["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = ["python", "-m", "team_jobs.run"]
+    container["args"] = ["--job", name]
+    return job
 
 
 def _uuid(*parts: object) -> str:
@@ -259,7 +312,7 @@ def _write(path: Path, data: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.make_store", description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, required=True, help="registry schedules (a third per target)")
+    parser.add_argument("--n", type=int, required=True, help="registry schedules (a third per target); each target then holds N live")
     parser.add_argument("--out", type=Path, required=True, help="directory for store.db, the seeds and manifest.json")
     args = parser.parse_args(argv)
     manifest = build(args.n, args.out)

@@ -19,6 +19,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -46,6 +47,7 @@ _TIMEDELTA = re.compile(r"^(?:(-?\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$"
 # expands into a cron itself. Anything else (assets, @once, custom timetables) has no cron.
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 _TOKEN_MARGIN = 60.0  # refresh a JWT this long before it expires
+_NO_RAW: Mapping[str, Any] = MappingProxyType({})  # shared by listed DAGs, which keep no `raw`
 
 
 class AirflowTarget:
@@ -79,7 +81,8 @@ class AirflowTarget:
             version = self._api_version(deadline)
             fetch = self._v2_page if version == "v2" else self._v1_page
             dags = _all_pages(fetch, self._config.page_size, deadline)
-            return [_live(dag, version) for dag in dags]
+            # No `raw` in a listing (memory at scale); get() keeps it for audit snapshots.
+            return [_live(dag, version, keep_raw=False) for dag in dags]
         except (HttpError, _CallError, ConfigError) as exc:
             raise ListingError(f"airflow target {self.name}: listing DAGs failed: {exc}") from None
 
@@ -248,8 +251,8 @@ class AirflowTarget:
         # The `_without_preload_content` variant returns the raw answer: the 3.x
         # client's models are strict (e.g. DAGResponse requires `timetable_partitioned`,
         # which Airflow 3.0/3.1 servers do not send), so deserialising through them
-        # would break against any server older than the client. The raw JSON also
-        # is the audit snapshot kept in LiveSchedule.raw.
+        # would break against any server older than the client. The raw JSON of a
+        # single DAG (get) also is the audit snapshot kept in LiveSchedule.raw.
         _, body = self._v2_call(
             "list_dags", "GET", "/api/v2/dags", deadline,
             lambda api, **kw: api.get_dags_without_preload_content(
@@ -375,7 +378,7 @@ def _all_pages(fetch: Callable[[int, int, float], Any], page_size: int, deadline
     return list(dags.values())
 
 
-def _live(dag: Mapping[str, Any], version: str) -> LiveSchedule:
+def _live(dag: Mapping[str, Any], version: str, keep_raw: bool = True) -> LiveSchedule:
     dag_id = dag.get("dag_id")
     if not isinstance(dag_id, str) or not dag_id:
         raise _CallError("a DAG without a dag_id")
@@ -395,7 +398,7 @@ def _live(dag: Mapping[str, Any], version: str) -> LiveSchedule:
         labels=_labels(dag.get("tags")),
         zenml_marks=marks,
         stale=stale,
-        raw=dict(dag),
+        raw=dict(dag) if keep_raw else _NO_RAW,
     )
 
 

@@ -5,9 +5,11 @@ or a proxy), an explicit `kubeconfig`/`context`, the in-cluster service account,
 then the default kubeconfig. Explicit settings win over the environment so a
 sidecar can be pointed elsewhere.
 
-Listing pages with `limit`/`continue`. A continue token the server has
-compacted away answers 410 Gone; the listing then starts over from the first
-page, at most twice, and otherwise fails: never a partial list. Every call has
+Listing pages with `limit`/`continue`, each page mapped as it arrives; listed
+schedules carry no `raw` (`get()` does, for audit snapshots). A continue token
+the server has compacted away answers 410 Gone; the listing then starts over
+from the first page, at most twice, and otherwise fails: never a partial list.
+Every call has
 an explicit `_request_timeout` ((connect, read): the generated client drops a
 float), goes through the shared retry policy and counts itself per attempt.
 """
@@ -16,23 +18,41 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
-from kubernetes.config import ConfigException, incluster_config, kube_config
+from providers.deferred import defer_package_init
 
-from providers.base import RequestRecorder, null_recorder
-from providers.openapi import api_failure, raw_call
-from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries
-from reconciler.config import ConfigError
-from reconciler.config import KubernetesTarget as KubernetesConfig
-from reconciler.model import ListingError, LiveSchedule, LiveState
+# The CronJob API and the client's plumbing only, not every API and model class
+# (providers/deferred.py). The config loaders need `Configuration` and `ApiClient`
+# from the package, which their own modules answer.
+_CLIENT_EXPORTS = {"Configuration": "configuration", "ApiClient": "api_client"}
+defer_package_init("kubernetes")
+defer_package_init("kubernetes.client", light=_CLIENT_EXPORTS)
+defer_package_init("kubernetes.client.api")
+defer_package_init("kubernetes.client.models")
+defer_package_init("kubernetes.config")
+
+from kubernetes.client.api.batch_v1_api import BatchV1Api  # noqa: E402 - after the deferral above
+from kubernetes.client.api_client import ApiClient  # noqa: E402
+from kubernetes.client.configuration import Configuration  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+from kubernetes.config import incluster_config, kube_config  # noqa: E402
+from kubernetes.config.config_exception import ConfigException  # noqa: E402
+
+from providers.base import RequestRecorder, null_recorder  # noqa: E402
+from providers.openapi import api_failure, raw_call  # noqa: E402
+from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries  # noqa: E402
+from reconciler.config import ConfigError  # noqa: E402
+from reconciler.config import KubernetesTarget as KubernetesConfig  # noqa: E402
+from reconciler.model import ListingError, LiveSchedule, LiveState  # noqa: E402
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_LIST_RESTARTS = 2
@@ -48,6 +68,9 @@ _SKIPPED_ANNOTATIONS = {"kubectl.kubernetes.io/last-applied-configuration"}
 _SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink",
                     "deletionTimestamp", "deletionGracePeriodSeconds")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
+# Listed CronJobs share one read-only empty `raw`, and each distinct set of marks is kept once.
+_NO_RAW: Mapping[str, Any] = MappingProxyType({})
+_MARK_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
 class KubernetesError(Exception):
@@ -86,11 +109,11 @@ class KubernetesTarget:
         self._configuration = self._load_configuration(config)
         self._configuration.retries = False  # urllib3 would retry connects 3 times behind our backoff
         self.endpoint = _safe_endpoint(self._configuration.host)
-        self._api_client = k8s.ApiClient(self._configuration)
-        self._batch = k8s.BatchV1Api(self._api_client)
+        self._api_client = ApiClient(self._configuration)
+        self._batch = BatchV1Api(self._api_client)
 
-    def _load_configuration(self, config: KubernetesConfig) -> k8s.Configuration:
-        configuration = k8s.Configuration()
+    def _load_configuration(self, config: KubernetesConfig) -> Configuration:
+        configuration = Configuration()
         try:
             if config.host:
                 configuration.host = config.host.rstrip("/")
@@ -132,7 +155,7 @@ class KubernetesTarget:
                         f"{restarts} listings in a row; the listing never completed") from None
             except KubernetesError as exc:
                 raise ListingError(f"kubernetes target {self.name}: {exc}") from None
-        return [self._to_live(item) for item in items]
+        return items
 
     def check(self) -> None:
         try:
@@ -210,8 +233,8 @@ class KubernetesTarget:
 
     # -- transport ---------------------------------------------------------------------
 
-    def _list_once(self, deadline: float) -> list[Any]:
-        items: list[Any] = []
+    def _list_once(self, deadline: float) -> list[LiveSchedule]:
+        items: list[LiveSchedule] = []
         token: str | None = None
         page_number = 1
         while True:
@@ -226,7 +249,7 @@ class KubernetesTarget:
             page_items = page.get("items") if isinstance(page, dict) else None
             if not isinstance(page_items, list) or not all(_is_cron_job(i) for i in page_items):
                 raise KubernetesError(f"list_schedules: page {page_number} is malformed (no items list of CronJobs)")
-            items.extend(page_items)
+            items.extend(self._to_live(item, keep_raw=False) for item in page_items)
             metadata = page.get("metadata")
             token = metadata.get("continue") if isinstance(metadata, dict) else None
             if not token:
@@ -301,21 +324,26 @@ class KubernetesTarget:
 
     # -- mapping -----------------------------------------------------------------------
 
-    def _to_live(self, cron_job: Any) -> LiveSchedule:
-        """From a typed V1CronJob or its wire JSON (camelCase), which is also its `raw` snapshot."""
+    def _to_live(self, cron_job: Any, keep_raw: bool = True) -> LiveSchedule:
+        """From a typed V1CronJob or its wire JSON (camelCase), which `keep_raw` keeps as its `raw` snapshot."""
         raw = cron_job if isinstance(cron_job, dict) else self._api_client.sanitize_for_serialization(cron_job)
-        raw.setdefault("apiVersion", "batch/v1")  # list items come without their type
-        raw.setdefault("kind", "CronJob")
+        if keep_raw:
+            raw.setdefault("apiVersion", "batch/v1")  # list items come without their type
+            raw.setdefault("kind", "CronJob")
         metadata = raw.get("metadata") or {}
         spec = raw.get("spec") or {}
         namespace = metadata.get("namespace") or self._config.namespace
-        labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
-        annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()
+        # Interned: keys and many values (project, pipeline, component) repeat on every CronJob.
+        labels = {sys.intern(str(k)): sys.intern(str(v)) for k, v in (metadata.get("labels") or {}).items()}
+        annotations = {sys.intern(str(k)): sys.intern(str(v)) for k, v in (metadata.get("annotations") or {}).items()
                        if k not in _SKIPPED_ANNOTATIONS}
         marks = {f"annotation:{key}" for key in annotations if key.startswith(ZENML_ANNOTATION_PREFIX)}
         if _runs_zenml_entrypoint(raw):
             marks.add("entrypoint")
+        zenml_marks = _MARK_SETS.setdefault(frozenset(marks), frozenset(marks))
         cron = spec.get("schedule")
+        if type(cron) is str:
+            cron = sys.intern(cron)  # the same cron on thousands of CronJobs, kept once
         time_zone = spec.get("timeZone")
         if cron and time_zone and not re.match(r"^\s*(CRON_)?TZ=", cron):
             cron = f"CRON_TZ={time_zone} {cron}"
@@ -326,12 +354,13 @@ class KubernetesTarget:
             cron=cron,
             created=_timestamp(metadata.get("creationTimestamp")),
             labels={**labels, **annotations},
-            zenml_marks=frozenset(marks),
+            zenml_marks=zenml_marks,
             component_id=_component_id(annotations.get(ORCHESTRATOR_ANNOTATION)),
-            raw=raw,
+            raw=raw if keep_raw else _NO_RAW,
         )
 
 
+@lru_cache(maxsize=1024)  # a handful of components: one string each, shared by every CronJob
 def _component_id(value: str | None) -> str | None:
     """ZenML writes `str(component.id)`, a dashed UUID; the core keys components by 32 hex."""
     if not value:

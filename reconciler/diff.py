@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from functools import lru_cache
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -135,9 +134,10 @@ def _mismatches(binding: Binding) -> list[Drift]:
 def _bind(scope: TargetScope, rows: list[RegistrySchedule], live: Sequence[LiveSchedule],
           inventory: Mapping[str, str]) -> list[Binding]:
     free = {l.native_id: l for l in live}
-    by_name: dict[str, list[LiveSchedule]] = {}
-    for item in live:
-        by_name.setdefault(item.name, []).append(item)
+    by_name = _Groups()
+    if METADATA_NAME_KEYS.get(scope.flavor):  # only rule 1 reads it: not built for 100,000s of names in vain
+        for item in live:
+            by_name.add(item.name, item)
     index = NamingIndex(scope, live)
     bound: dict[str, Binding] = {}  # schedule id -> binding
 
@@ -148,7 +148,7 @@ def _bind(scope: TargetScope, rows: list[RegistrySchedule], live: Sequence[LiveS
     # 1. The live object's own name, stored by ZenML in the schedule's metadata.
     for schedule in rows:
         for name in _metadata_names(scope.flavor, schedule):
-            options = [l for l in by_name.get(name, []) + ([free[name]] if name in free else [])
+            options = [l for l in by_name.get(name) + ([free[name]] if name in free else [])
                        if l.native_id in free]
             if options:
                 claim(schedule, options[0], "metadata")
@@ -190,18 +190,18 @@ class NamingIndex:
 
     def __init__(self, scope: TargetScope, live: Sequence[LiveSchedule]) -> None:
         self.scope = scope
-        self.keyed: dict[str, list[LiveSchedule]] = {}
+        self.keyed = _Groups()
         self.unkeyed: list[LiveSchedule] = []
         for item in live:
             key = self._live_key(item)
             if key is None:
                 self.unkeyed.append(item)
             elif key:
-                self.keyed.setdefault(key, []).append(item)
+                self.keyed.add(key, item)
 
     def candidates(self, schedule: RegistrySchedule) -> list[LiveSchedule]:
         key = self._schedule_key(schedule)
-        found = self.keyed.get(key, []) if key else []
+        found = self.keyed.get(key) if key else []
         if self.scope.flavor == "kubernetes":  # the key narrows; the CronJob's component still decides
             found = [l for l in found if names_match(self.scope, schedule, l)]
         return [*found, *(l for l in self.unkeyed if names_match(self.scope, schedule, l))]
@@ -234,6 +234,30 @@ class NamingIndex:
         return None
 
 
+class _Groups:
+    """Live schedules grouped by a string key, each group in the order added.
+
+    Most keys have one live schedule: it sits in `first`, and only the rest of its
+    group in a list in `more`. A list per key was most of the diff's memory at
+    100,000 live schedules.
+    """
+
+    def __init__(self) -> None:
+        self.first: dict[str, LiveSchedule] = {}
+        self.more: dict[str, list[LiveSchedule]] = {}
+
+    def add(self, key: str, item: LiveSchedule) -> None:
+        if key in self.first:
+            self.more.setdefault(key, []).append(item)
+        else:
+            self.first[key] = item
+
+    def get(self, key: str) -> list[LiveSchedule]:
+        if key not in self.first:
+            return []
+        return [self.first[key], *self.more.get(key, ())]
+
+
 def _metadata_names(flavor: str, schedule: RegistrySchedule) -> Iterable[str]:
     for key in METADATA_NAME_KEYS.get(flavor, ()):
         value = schedule.metadata.get(key)
@@ -263,12 +287,9 @@ def names_match(scope: TargetScope, schedule: RegistrySchedule, item: LiveSchedu
 
 def live_pipeline(item: LiveSchedule) -> str | None:
     """The pipeline part of a `<pipeline>_<32 hex>` live name, if it has one."""
-    return _pipeline_of(item.name)
-
-
-@lru_cache(maxsize=262144)
-def _pipeline_of(name: str) -> str | None:
-    match = PIPELINE_HEX.match(name)
+    # Not cached: a cache of every live name (up to 100,000s) outlived the cycle and
+    # cost more memory than the few matches per live schedule cost time.
+    match = PIPELINE_HEX.match(item.name)
     return match.group("pipeline") if match else None
 
 

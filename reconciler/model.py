@@ -24,7 +24,7 @@ class Component:
     configuration: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a cycle holds one per registry row
 class RegistrySchedule:
     """One ZenML schedule record, as read from the registry (never written)."""
 
@@ -73,7 +73,7 @@ class LiveState(str, enum.Enum):
     COMPLETED = "completed"  # ran its course (Vertex COMPLETED); neither runs nor costs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a cycle holds one per live schedule of every target
 class LiveSchedule:
     """One schedule as the target's API lists it right now."""
 

@@ -105,6 +105,8 @@ def test_a_hanging_listing_is_reported_and_not_started_twice():
     second = reconciler.cycle(2)
     assert second.targets[0].status == "error" and slow.calls == 1  # the hanging one was not started again
     release.set()
+    # Let the released listing thread record its result; otherwise cycle 3 may still see it running.
+    assert reconciler._in_flight["slow"].done.wait(10)
     fast_cycle = reconciler.cycle(3)  # the old listing finished meanwhile: its result is used, then a new one runs
     assert fast_cycle.targets[0].status == "ok"
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from google.cloud.aiplatform_v1.types import CreatePipelineJobRequest, PipelineJob, Schedule
+from google.cloud.aiplatform_v1.types import CreatePipelineJobRequest, ListSchedulesResponse, PipelineJob, Schedule
 from hypothesis import given
 from hypothesis import strategies as st
 
 from providers.emulators.vertex import ZENML_ENTRYPOINT_COMMAND, plain_pipeline_spec, zenml_pipeline_spec
-from providers.vertex import runs_zenml_entrypoint, to_live_schedule
+from providers.vertex import _map_page, runs_zenml_entrypoint, to_live_schedule
 from reconciler.model import LiveState
 
 NAME = "projects/p/locations/us-central1/schedules/42"
@@ -44,6 +45,33 @@ def test_maps_identity_times_and_labels() -> None:
     assert live.raw["name"] == NAME
     assert live.raw["createPipelineJobRequest"]["pipelineJob"]["labels"] == {"team": "ml"}
     assert json.loads(json.dumps(live.raw)) == live.raw
+
+
+def test_a_listing_page_maps_like_a_single_schedule_without_raw() -> None:
+    # Listings read the protobuf fields directly and leave `raw` out; get() builds `raw`.
+    schedules = [schedule(labels={"team": "ml"}), schedule(Schedule.State.PAUSED, spec=plain_pipeline_spec("x")),
+                 Schedule(name=NAME, display_name="bare")]
+    listed = _map_page(ListSchedulesResponse(schedules=schedules))
+    assert [replace(to_live_schedule(s), raw={}) for s in schedules] == listed
+    assert [l.zenml_marks for l in listed] == [frozenset({"entrypoint"}), frozenset(), frozenset()]
+    assert listed[2].created is None and listed[2].cron is None and listed[2].labels == {}
+    assert all(l.raw == {} for l in listed)
+
+
+# Values a pipeline spec (a protobuf Struct) can hold, with the entrypoint's pieces mixed in.
+spec_values = st.recursive(
+    st.none() | st.booleans() | st.text(max_size=12)
+    | st.sampled_from(["-m", "zenml.entrypoints.entrypoint", '["-m", "zenml.entrypoints.entrypoint"]']),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(spec_values)
+def test_the_protobuf_walk_agrees_with_the_dict_walk(value: Any) -> None:
+    spec = {"root": value}
+    live = _map_page(ListSchedulesResponse(schedules=[schedule(spec=spec)]))[0]
+    assert (live.zenml_marks == frozenset({"entrypoint"})) is runs_zenml_entrypoint(spec)
 
 
 def test_maps_states() -> None:
