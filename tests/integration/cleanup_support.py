@@ -92,37 +92,43 @@ def write_config(tmp_path: Path, *, airflow: Mapping[str, Any] | None = None, cl
     return setup
 
 
-def _port(url: str) -> int:
-    port = urlsplit(url).port
-    assert port is not None
-    return port
+def _at_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{parts.hostname}:{port}").geturl()
 
 
 @contextmanager
 def emulated(setup: Setup, airflow: bool = True) -> Iterator[Emulators]:
     """Start the emulators of the config's targets (Airflow's only when `airflow`); stop them after.
 
+    Each binds a port the kernel picks and the config file is rewritten with it: a port chosen
+    earlier and bound later can be taken in between (CI once lost a run to exactly that).
     The Airflow emulator object always exists so that `sandbox.seed` can fill it; it
     serves only when started here.
     """
-    config = setup.config
-    by_type = {t.type: t for t in config.targets}
+    types = {t["type"] for t in setup.raw["targets"]}
     emulators = Emulators(AirflowEmulator(*_airflow_credentials(setup)), VertexEmulator(), KubeflowEmulator(),
                           KubernetesEmulator())
     started: list[Any] = []
     try:
-        if airflow and "airflow" in by_type:
-            emulators.airflow.start(_port(by_type["airflow"].url))
+        if airflow and "airflow" in types:
+            emulators.airflow.start(0)
             started.append(emulators.airflow)
-        if "vertex" in by_type:
-            emulators.vertex.start(0, _port(by_type["vertex"].endpoint))
+            setup.target("airflow")["url"] = emulators.airflow.url
+        if "vertex" in types:
+            emulators.vertex.start(0, 0)
             started.append(emulators.vertex)
-        if "kubeflow" in by_type:
-            emulators.kubeflow.start(_port(by_type["kubeflow"].host))
+            vertex = setup.target("vertex")
+            vertex["endpoint"] = _at_port(vertex["endpoint"], emulators.vertex.grpc_port)
+        if "kubeflow" in types:
+            emulators.kubeflow.start(0)
             started.append(emulators.kubeflow)
-        if "kubernetes" in by_type:
-            emulators.kubernetes.start(_port(by_type["kubernetes"].host))
+            setup.target("kubeflow")["host"] = emulators.kubeflow.url
+        if "kubernetes" in types:
+            emulators.kubernetes.start(0)
             started.append(emulators.kubernetes)
+            setup.target("kubernetes")["host"] = emulators.kubernetes.url
+        setup.write()
         yield emulators
     finally:
         for emulator in reversed(started):
