@@ -149,9 +149,13 @@ class Cleaner:
             act_log.warning("skipped: changed since the plan", why=changed, audit_id=audit_id)
             return _blocked(c, "changed", f"skipped: {changed}"), ActionResult(
                 c.native_id, c.live_name, c.action, "skipped_changed", audit_id)
+        if not self.is_leader():  # the re-read can outlast the lease; another replica may be acting now
+            act_log.warning("leadership lost during the re-read: not acting")
+            return _blocked(c, "not_leader", "leadership lost before acting"), None
         audit_id = self.store.begin_action(dry_run=False, **self._stamp(facts, report, c, c.reason, snapshot_of(fresh)))
         failpoints.hit("action.after_audit_begin")
         self.store.mark_requested(audit_id, self._clock())
+        failpoints.hit("action.after_mark_requested")
         outcome, error = self._perform(c, provider)
         failpoints.hit("action.after_act")
         self.store.complete_action(audit_id, outcome, error, self._clock())

@@ -28,6 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from reconciler import failpoints
 from reconciler.policy import Evidence
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -176,6 +177,8 @@ class StateStore:
             alembic_config = AlembicConfig()
             alembic_config.set_main_option("script_location", str(MIGRATIONS))
             alembic_config.attributes["connection"] = conn
+            if failpoints.active("migrate.statement"):  # crash tests only: a kill inside a revision
+                sa.event.listen(conn, "after_cursor_execute", _migration_statement_done)
             command.upgrade(alembic_config, "head")
 
     def revision(self) -> str | None:
@@ -388,6 +391,10 @@ def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _migration_statement_done(*_: Any) -> None:
+    failpoints.hit("migrate.statement")
 
 
 def _sqlite_begin(conn: Connection) -> None:

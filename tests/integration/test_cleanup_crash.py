@@ -51,7 +51,8 @@ from tests.support.procs import REPO, wait_until
 
 pytestmark = pytest.mark.integration
 
-POINTS = ("action.after_audit_begin", "action.after_act", "action.after_audit_complete")
+POINTS = ("action.after_audit_begin", "action.after_mark_requested", "action.after_act",
+          "action.after_audit_complete")
 ITERATIONS = 3
 RANDOM_KILLS = 3
 LATENCY = 0.8  # seconds each delete/pause request takes on the emulators in the random-kill test
@@ -59,6 +60,9 @@ LATENCY = 0.8  # seconds each delete/pause request takes on the emulators in the
 # (its latency, then Vertex's deletion operation). Let it land before the next start, as a
 # restarted pod would; otherwise the restart races a request of the dead process.
 SETTLE = LATENCY + 1.5
+# How long recovery waits for an interrupted request to land (the targets' list_deadline): short here,
+# so a record left after the mark but before the request resolves within the test.
+SETTLE_DEADLINE = 3.0
 CONFIG = {"dry_run_cycles": 1, "grace_period": "0s", "max_fraction": 1.0, "max_actions_per_cycle": 50}
 ACTIONS = {"airflow": "delete", "kubernetes": "pause"}  # vertex, kfp: delete (the default)
 
@@ -177,6 +181,9 @@ class World:
 @pytest.fixture()
 def world(tmp_path: Path) -> Iterator[World]:
     setup = write_config(tmp_path, cleanup=CONFIG, actions=ACTIONS)
+    for target in setup.raw["targets"]:
+        target["list_deadline"] = f"{SETTLE_DEADLINE}s"
+    setup.write()
     ids = component_ids()
     with emulated(setup) as emulators:
         seed(emulators, ids)
@@ -230,6 +237,11 @@ def test_sigkill_at_an_injected_point_then_restart_completes_the_log_without_a_s
         if point == "action.after_audit_begin":  # written, not yet acted
             assert records[0].status == "pending", where
             assert world.requests(orphan) == [] and world.live(orphan) == "enabled", where
+        elif point == "action.after_mark_requested":  # marked as about to be sent, never sent
+            assert records[0].status == "pending" and records[0].requested_at is not None, where
+            assert world.requests(orphan) == [] and world.live(orphan) == "enabled", where
+            # Recovery cannot tell this from a request still in flight: it waits out the deadline.
+            time.sleep(max(0.0, records[0].requested_at + SETTLE_DEADLINE - time.time()))
         elif point == "action.after_act":  # acted, record not completed
             assert records[0].status == "pending", where
             assert len(world.requests(orphan)) == 1, where
@@ -244,6 +256,11 @@ def test_sigkill_at_an_injected_point_then_restart_completes_the_log_without_a_s
             # recovery found the object unchanged: that attempt failed; a new record acted, once
             assert [r.outcome for r in records] == ["failed", "succeeded"], where
             assert records[0].error.startswith("completed at recovery after a crash: interrupted"), where
+            assert records[1].error is None, where
+        elif point == "action.after_mark_requested":
+            # the request was marked but never sent: once the deadline passed, judged not done; acted once
+            assert [r.outcome for r in records] == ["failed", "succeeded"], where
+            assert records[0].error.startswith("completed at recovery after a crash: interrupted before the "), where
             assert records[1].error is None, where
         elif point == "action.after_act":
             # recovery saw the action's effect: the same record completed as a success
