@@ -49,3 +49,15 @@ lock: | $(UV)
 
 clean:
 	rm -rf $(CACHE) $(VENV)
+
+# The soak's long form (tests/soak): SOAK_CYCLES cycles (default here 20000, about two hours on two
+# cores) of random drift and faults with cleanup approved; SOAK_SEED=<n> replays a run.
+.PHONY: soak
+soak: install
+	SOAK_CYCLES=$${SOAK_CYCLES:-20000} $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/soak/test_soak.py $(PYTEST_ARGS)
+
+# The crash suite's long form (tests/crash): CRASH_ITERATIONS SIGKILLed daemons, CRASH_ROUNDS leader
+# kills per replica set; CRASH_SEED=<n> replays the choices (not the timing).
+.PHONY: crash
+crash: install
+	CRASH_ITERATIONS=$${CRASH_ITERATIONS:-200} CRASH_ROUNDS=$${CRASH_ROUNDS:-20} $(VENV)/bin/python -m pytest -p no:cacheprovider -s tests/crash $(PYTEST_ARGS)

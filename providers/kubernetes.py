@@ -325,7 +325,20 @@ class KubernetesTarget:
     # -- mapping -----------------------------------------------------------------------
 
     def _to_live(self, cron_job: Any, keep_raw: bool = True) -> LiveSchedule:
-        """From a typed V1CronJob or its wire JSON (camelCase), which `keep_raw` keeps as its `raw` snapshot."""
+        """From a typed V1CronJob or its wire JSON (camelCase), which `keep_raw` keeps as its `raw` snapshot.
+
+        A CronJob whose fields have the wrong types raises KubernetesError, which fails the
+        whole listing (the target is unknown): a guess could hide an orphan or crash the diff.
+        """
+        try:
+            live = self._map_cron_job(cron_job, keep_raw)
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise KubernetesError(f"a CronJob is malformed ({type(exc).__name__})") from None
+        if live.cron is not None and not isinstance(live.cron, str):
+            raise KubernetesError(f"CronJob {live.native_id[:120]!r} is malformed (spec.schedule is not a string)")
+        return live
+
+    def _map_cron_job(self, cron_job: Any, keep_raw: bool) -> LiveSchedule:
         raw = cron_job if isinstance(cron_job, dict) else self._api_client.sanitize_for_serialization(cron_job)
         if keep_raw:
             raw.setdefault("apiVersion", "batch/v1")  # list items come without their type

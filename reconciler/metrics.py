@@ -27,6 +27,10 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 def _label(value: str | None) -> str:
     text = value or ""
+    if not text.isascii():
+        # A lone surrogate (legal in JSON, e.g. a KFP display name) cannot be encoded as
+        # UTF-8: left in, it would make every /metrics scrape fail.
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return text if len(text) <= LABEL_MAX else text[: LABEL_MAX - 1] + "…"
 
 
