@@ -29,7 +29,7 @@ from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.models.dag_patch_body import DAGPatchBody
 
 from providers.base import RequestRecorder, null_recorder
-from providers.http import RETRY_STATUSES, HttpClient, HttpError
+from providers.http import RETRY_STATUSES, HttpClient, HttpError, tls_verify
 from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries, parse_retry_after
 from reconciler.config import AirflowTarget as AirflowTargetConfig
 from reconciler.config import ConfigError, secret
@@ -65,7 +65,7 @@ class AirflowTarget:
         self._credentials_read = False
         self._token: str | None = None
         self._token_expires = 0.0
-        verify: bool | str = config.ca_bundle or config.verify_tls
+        verify = tls_verify(config.verify_tls, config.ca_bundle)
         self._http = HttpClient(
             self._base_url, recorder, timeout=config.timeout, backoff=self._backoff, verify=verify,
             rate_limit=config.rate_limit, auth_headers=self._v1_auth_headers,
@@ -278,6 +278,12 @@ class AirflowTarget:
                 status = int(response.status)
                 data = response.data
                 response.release_conn()
+            except urllib3.exceptions.NewConnectionError as exc:
+                # Caught before TimeoutError: urllib3 derives it from ConnectTimeoutError, so a refused
+                # connection would otherwise be reported (and recorded) as a timeout.
+                self._recorder(operation, "error")
+                reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+                raise Retryable(f"{method} {path}: cannot connect ({reason})") from None
             except urllib3.exceptions.TimeoutError:
                 self._recorder(operation, "timeout")
                 raise Retryable(f"{method} {path}: timed out after {timeout:.1f}s") from None

@@ -49,7 +49,7 @@ class HttpClient:
         self._auth_headers = auth_headers
         self._reauthenticate = reauthenticate
         self.session = requests.Session()
-        self.session.verify = verify
+        pin_verify(self.session, verify)
 
     def request(
         self,
@@ -118,6 +118,34 @@ class HttpClient:
         self.session.close()
 
 
+def tls_verify(verify_tls: bool, ca_bundle: str | None) -> bool | str:
+    """requests' `verify` for a config's `verify_tls` / `ca_bundle`: off wins, else the bundle, else the system's."""
+    if not verify_tls:
+        return False
+    return ca_bundle or True
+
+
+def pin_verify(session: requests.Session, verify: bool | str) -> None:
+    """Make `verify` hold for every request of `session`.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set in many images) replace a
+    session's `verify` on every request (psf/requests#3829): a configured `ca_bundle`
+    or `verify_tls: false` would be silently ignored. Only the default (True: the
+    system's trust, which those variables name) is left to the environment.
+    """
+    session.verify = verify
+    if verify is True:
+        return
+    merge = session.merge_environment_settings
+
+    def merged(url: Any, proxies: Any, stream: Any, verify_: Any, cert: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = merge(url, proxies, stream, verify_, cert)
+        settings["verify"] = verify
+        return settings
+
+    session.merge_environment_settings = merged  # type: ignore[method-assign]
+
+
 def _detail(response: requests.Response) -> str:
     """A short, secret-free hint from an error body (`detail` / `message` fields only)."""
     try:
@@ -134,6 +162,9 @@ def _detail(response: requests.Response) -> str:
 
 def _reason(exc: requests.ConnectionError) -> str:
     text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        # Never retried into silence: say it is the certificate, so the fix (ca_bundle) is obvious.
+        return "TLS certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in text else "TLS handshake failed"
     for marker in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
         if marker in text:
             return marker.lower()

@@ -78,6 +78,7 @@ class KubeflowTarget:
         configuration.api_key_prefix["authorization"] = "Bearer"
         self._configuration = configuration
         self._client = kfp_server_api.ApiClient(configuration, cookie=self._cookies)
+        self._client.rest_client.request = _with_error_body(self._client.rest_client.request)
         self._runs = RecurringRunServiceApi(self._client)
         self._experiments = ExperimentServiceApi(self._client)
 
@@ -255,7 +256,21 @@ class KubeflowTarget:
     # -- mapping -----------------------------------------------------------------------
 
     def _to_live(self, run: Mapping[str, Any], group: str | None, keep_raw: bool = True) -> LiveSchedule:
-        """The run as a LiveSchedule; `keep_raw` keeps the API object for audit snapshots (get, create)."""
+        """The run as a LiveSchedule; `keep_raw` keeps the API object for audit snapshots (get, create).
+
+        A run whose fields have the wrong types raises KubeflowError, which fails the whole
+        listing (the target is unknown): a guess could hide an orphan or crash the diff.
+        """
+        try:
+            live = self._map_run(run, group, keep_raw)
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise KubeflowError(f"recurring run {str(run.get('recurring_run_id'))[:80]!r} is malformed "
+                                f"({type(exc).__name__})") from None
+        if live.cron is not None and not isinstance(live.cron, str):
+            raise KubeflowError(f"recurring run {live.native_id[:80]!r} is malformed (its cron is not a string)")
+        return live
+
+    def _map_run(self, run: Mapping[str, Any], group: str | None, keep_raw: bool) -> LiveSchedule:
         trigger = run.get("trigger") or {}
         cron_schedule = trigger.get("cron_schedule") or None
         periodic = trigger.get("periodic_schedule") or None
@@ -322,6 +337,22 @@ def _time(value: Any) -> datetime | None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     # An unset protobuf Timestamp can come back as the epoch.
     return None if parsed.timestamp() <= 0 else parsed.astimezone(timezone.utc)
+
+
+def _with_error_body(request: Callable[..., Any]) -> Callable[..., Any]:
+    """kfp_server_api's ApiClient decodes the body of every ApiException, but the one its REST
+    layer raises for a TLS failure (status 0) has none: an AttributeError escaped instead of the
+    error. Giving it an empty body lets the TLS failure reach api_failure as itself."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return request(*args, **kwargs)
+        except ApiException as exc:
+            if exc.body is None:
+                exc.body = b""
+            raise
+
+    return call
 
 
 def _safe_endpoint(url: str) -> str:

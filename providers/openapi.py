@@ -53,7 +53,8 @@ def api_failure(exc: Any, operation: str, recorder: RequestRecorder, endpoint: s
     status = int(exc.status or 0)
     if not status:  # the generated clients' name for a TLS failure
         recorder(operation, "error")
-        return error(f"{operation}: TLS handshake with {endpoint} failed", None)
+        why = ": certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason) else ""
+        return error(f"{operation}: TLS handshake with {endpoint} failed{why}", None)
     recorder(operation, str(status))
     if status in RETRY_STATUSES:
         headers = exc.headers or {}

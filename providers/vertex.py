@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from providers.deferred import defer_package_init
 
@@ -53,6 +54,7 @@ from google.protobuf.message import DecodeError  # noqa: E402
 from google.rpc import error_details_pb2  # noqa: E402
 
 from providers.base import RequestRecorder, null_recorder  # noqa: E402
+from providers.http import pin_verify, tls_verify  # noqa: E402
 from providers.retry import Backoff, RateLimiter, Retryable, call_with_retries, parse_retry_after  # noqa: E402
 from reconciler.config import VertexTarget as VertexTargetConfig  # noqa: E402
 from reconciler.model import ListingError, LiveSchedule, LiveState  # noqa: E402
@@ -114,6 +116,8 @@ class VertexTarget:
         self.parent = f"projects/{config.project}/locations/{config.location}"
         # The global endpoint does not serve regional resources.
         self.endpoint = config.endpoint or f"https://{config.location}-aiplatform.googleapis.com"
+        # target_info shows the endpoint: credentials in it (https://user:pass@host) stay out of metrics.
+        self.endpoint = _without_userinfo(self.endpoint)
         self._recorder = recorder
         self._backoff = backoff or Backoff(max_retries=config.max_retries)
         self._limiter = RateLimiter(config.rate_limit or DEFAULT_RATE_LIMIT)
@@ -344,6 +348,8 @@ class VertexTarget:
                 host=host, credentials=credentials, ssl_channel_credentials=ssl))
         client = ScheduleServiceClient(credentials=credentials, transport="rest",
                                        client_options=ClientOptions(api_endpoint=self.endpoint))
+        # The REST transport's AuthorizedSession is a requests.Session built without our TLS settings.
+        pin_verify(client._transport._session, tls_verify(config.verify_tls, config.ca_bundle))
         return client
 
     def _where(self) -> str:
@@ -477,6 +483,9 @@ def _code_name(exc: api_exceptions.GoogleAPICallError) -> str:
 
 def _describe(operation: str, exc: api_exceptions.GoogleAPICallError, code: str, rest: bool) -> str:
     status = f"{code} (HTTP {exc.code})" if rest and exc.code else code
+    if "CERTIFICATE_VERIFY_FAILED" in (exc.message or ""):
+        # gRPC's own text is long and cut before this, the part that says what to fix.
+        return f"{operation}: {status}: TLS certificate verify failed (set ca_bundle to the server's CA)"
     text = f"{operation}: {status}: {_one_line(exc.message or '')}"
     if code in _AUTH_CODES:
         text += "; check the target's credentials and their Vertex AI permissions"
@@ -507,10 +516,19 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 def _connection_reason(exc: requests.ConnectionError) -> str:
     text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in text else "TLS handshake failed"
     for marker in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
         if marker in text:
             return marker.lower()
     return type(exc).__name__
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _credentials_kind(value: str) -> str:

@@ -32,7 +32,7 @@ from reconciler.config import ConfigError, RegistryConfig, secret
 from reconciler.model import Component, RegistryError, RegistrySchedule, RegistrySnapshot
 
 from providers.base import RequestRecorder, null_recorder
-from providers.http import HttpClient, HttpError
+from providers.http import HttpClient, HttpError, tls_verify
 from providers.retry import Backoff
 
 API = "/api/v1"
@@ -111,7 +111,8 @@ class ZenmlRestRegistry:
         self._token: str | None = None
         self._renew_at: float | None = None  # time.monotonic() instant; None: no expiry
         self._page_size = min(config.page_size, SERVER_MAX_PAGE_SIZE)
-        verify: bool | str = config.ca_bundle or config.verify_tls
+        self._deadline: float | None = None  # time.monotonic() instant the current read must end by
+        verify = tls_verify(config.verify_tls, config.ca_bundle)
         self._http = HttpClient(
             config.url,
             recorder,
@@ -126,6 +127,7 @@ class ZenmlRestRegistry:
 
     def read(self) -> RegistrySnapshot:
         read_at = datetime.now(timezone.utc)
+        self._deadline = time.monotonic() + self._config.read_deadline
         with self._failures_as_registry_errors():
             projects = self._projects()
             components = tuple(
@@ -152,6 +154,7 @@ class ZenmlRestRegistry:
         )
 
     def check(self) -> None:
+        self._deadline = time.monotonic() + self._config.read_deadline
         with self._failures_as_registry_errors():
             self._login()
             self._get("/projects", "projects", {"page": 1, "size": 1})
@@ -161,6 +164,10 @@ class ZenmlRestRegistry:
         try:
             yield
         except HttpError as exc:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                # The last request's timeout was cut to what was left: name the deadline, not the timeout.
+                raise RegistryError(f"ZenML server {self._endpoint}: reading took longer than the read deadline "
+                                    f"({self._config.read_deadline:g}s): {exc}") from None
             raise RegistryError(f"ZenML server {self._endpoint}: {exc}") from None
         except _Malformed as exc:
             raise RegistryError(f"ZenML server {self._endpoint}: malformed answer: {exc}") from None
@@ -239,7 +246,11 @@ class ZenmlRestRegistry:
         return chosen
 
     def _get(self, path: str, operation: str, params: Mapping[str, Any]) -> Any:
-        return self._http.get_json(API + path, operation, params=params)
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            # Never a partial snapshot: the read as a whole failed.
+            raise RegistryError(f"ZenML server {self._endpoint}: reading took longer than the read deadline "
+                                f"({self._config.read_deadline:g}s), stopped before {API}{path}")
+        return self._http.get_json(API + path, operation, params=params, deadline=self._deadline)
 
     def _list(self, path: str, operation: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every item of a paginated listing, or an error: never part of one."""
@@ -386,7 +397,10 @@ def _time(item: Mapping[str, Any], key: str) -> datetime | None:
         raise _Malformed(f"`{key}` is not an ISO datetime: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 has no UTC date
+        raise _Malformed(f"`{key}` is out of range in UTC: {value[:40]!r}") from None
 
 
 def _required_time(item: Mapping[str, Any], key: str) -> datetime:
@@ -405,7 +419,7 @@ def _interval(body: Mapping[str, Any]) -> float | None:
     if isinstance(value, str):
         try:
             return parse_iso_duration(value)
-        except (ValueError, InvalidOperation):
+        except (ValueError, InvalidOperation, OverflowError):  # OverflowError: past timedelta's range
             pass
     raise _Malformed(f"`interval_second` is not an ISO-8601 duration: {str(value)[:40]!r}")
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy.engine import make_url
 
 from providers import build_registry, build_target
@@ -100,8 +101,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+_TLS_WARNED: set[str] = set()
+
+
+def warn_unverified_tls(config: Config) -> None:
+    """One warning per client (registry, target, lease) whose `verify_tls` is off, once per process."""
+    parts: list[tuple[str, bool]] = [("registry", config.registry.verify_tls or config.registry.type == "zenml-sql")]
+    parts += [(f"targets.{t.name}", t.verify_tls) for t in config.targets]
+    if config.leader_election.enabled and config.leader_election.backend == "kubernetes":
+        parts.append(("leader_election", config.leader_election.verify_tls))
+    for what, verified in parts:
+        if not verified and what not in _TLS_WARNED:
+            _TLS_WARNED.add(what)
+            structlog.get_logger("reconciler").warning(
+                "TLS certificate verification is off: the server is not authenticated; set ca_bundle instead",
+                part=what)
+
+
 def build_reconciler(config: Config, metrics: Metrics) -> Reconciler:
     """Construct every provider; one that cannot even be built is a config error (exit 2)."""
+    warn_unverified_tls(config)
     try:
         registry = build_registry(config.registry, metrics.recorder("registry"))
     except ConfigError:

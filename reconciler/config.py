@@ -96,6 +96,14 @@ class VertexTarget(_TargetBase):
     credentials: str = "default"  # default (ADC) | anonymous | /path/to/key.json
     page_size: int = Field(default=100, ge=1, le=100)
 
+    @model_validator(mode="after")
+    def _grpc_always_verifies(self) -> "VertexTarget":
+        # grpcio has no switch to skip certificate checks: refuse a setting that would be ignored.
+        plain = (self.endpoint or "").startswith("http://")
+        if not self.verify_tls and self.transport == "grpc" and not plain:
+            raise ValueError("verify_tls: false cannot be honoured over gRPC; set ca_bundle, or transport: rest")
+        return self
+
 
 class KubeflowTarget(_TargetBase):
     type: Literal["kubeflow"]
@@ -146,6 +154,9 @@ class RegistryConfig(_Strict):
     password_env: str | None = None  # zenml-sql on MySQL, when the URL carries no password
     projects: list[str] = Field(default_factory=list)  # empty = all
     timeout: Seconds = 30.0
+    # zenml-rest: a whole read, every page and retry; a server answering each page just inside
+    # `timeout` must not stall the cycle (and every target with it) for pages x timeout.
+    read_deadline: Seconds = 300.0
     max_retries: int = Field(default=4, ge=0, le=10)
     page_size: int = Field(default=1000, ge=1, le=10000)
     verify_tls: bool = True

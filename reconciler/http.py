@@ -33,6 +33,10 @@ def serve(source: StatusSource, host: str, port: int) -> ThreadingHTTPServer:
     }
 
     class Handler(BaseHTTPRequestHandler):
+        # The default Server header names the Python version: nothing a scraper needs.
+        server_version = "schedule-reconciler"
+        sys_version = ""
+
         def log_message(self, *args: Any) -> None:  # scrapes every few seconds: not worth a log line
             return None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -179,6 +180,7 @@ class HttpEmulator:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._tls = False
 
     def route(self, method: str, pattern: str, operation: str, handler: Handler) -> None:
         self.routes.append(Route(method, re.compile(f"^{pattern}$"), operation, handler))
@@ -188,7 +190,8 @@ class HttpEmulator:
 
     # -- serving -------------------------------------------------------------------
 
-    def start(self, port: int = 0) -> int:
+    def start(self, port: int = 0, tls: tuple[str, str] | None = None) -> int:
+        """Serve on 127.0.0.1:`port` (0: the kernel picks); `tls` = (certfile, keyfile) serves HTTPS."""
         emulator = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -207,6 +210,13 @@ class HttpEmulator:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            # Wrapped after bind: the handshake runs on accept, and a client that refuses the
+            # certificate only fails its own connection (serve_forever skips the OSError).
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self._tls = True
         self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
         self._thread.start()
         return self.port
@@ -218,7 +228,7 @@ class HttpEmulator:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self._stopping.set()

@@ -492,9 +492,12 @@ class VertexEmulator(HttpEmulator):
 
     # -- gRPC ----------------------------------------------------------------------
 
-    def start(self, port: int = 0, grpc_port: int = 0) -> int:
-        """Start the REST server on `port` and the gRPC server on `grpc_port` (0: any free port)."""
-        http_port = super().start(port)
+    def start(self, port: int = 0, grpc_port: int = 0, tls: tuple[str, str] | None = None) -> int:
+        """Start the REST server on `port` and the gRPC server on `grpc_port` (0: any free port).
+
+        `tls` = (certfile, keyfile): both serve TLS with that certificate.
+        """
+        http_port = super().start(port, tls)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="vertex-grpc"))
         server.add_generic_rpc_handlers((
             grpc.method_handlers_generic_handler(SERVICE, {
@@ -517,7 +520,13 @@ class VertexEmulator(HttpEmulator):
                                                   self.get_operation, service=OPERATIONS_SERVICE),
             }),
         ))
-        self._grpc_port = server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+        if tls is None:
+            self._grpc_port = server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+        else:
+            certfile, keyfile = tls
+            with open(keyfile, "rb") as key, open(certfile, "rb") as cert:
+                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            self._grpc_port = server.add_secure_port(f"127.0.0.1:{grpc_port}", credentials)
         if not self._grpc_port:
             raise OSError(f"cannot bind the gRPC server to 127.0.0.1:{grpc_port}")
         server.start()

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -27,6 +24,7 @@ from providers.zenml_sql import ZenmlSqlRegistry
 from reconciler.config import RegistryConfig
 from reconciler.model import RegistryError, RegistrySnapshot
 from tests.support.procs import free_port
+from tests.support.spoiling import SpoilingProxy
 from tests.support.zenml_server import SERVER_MAX_PAGE_SIZE, ZenmlServer, zenml_server  # noqa: F401
 from providers.emulators import scenario
 from tests.support.recorder import Recorder
@@ -225,67 +223,6 @@ def test_an_unreachable_server_is_a_registry_error(tmp_path: Path) -> None:
     config = rest_config(f"http://127.0.0.1:{free_port()}", key_file(tmp_path, "ZENKEY_irrelevant"))
     with pytest.raises(RegistryError, match="cannot connect"):
         rest_read(config)
-
-
-class SpoilingProxy:
-    """Passes requests through to the real server, except the ones `spoil` answers itself.
-
-    `spoil(method, path, query)` returns None (pass through), (status, body bytes), or "drop"
-    (close the connection without an answer).
-    """
-
-    def __init__(self, upstream: str) -> None:
-        self.spoil: Callable[[str, str, dict[str, list[str]]], tuple[int, bytes] | str | None] = (
-            lambda method, path, query: None
-        )
-        self.spoiled = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                return None
-
-            def do_GET(self) -> None:
-                self.forward()
-
-            def do_POST(self) -> None:
-                self.forward()
-
-            def forward(self) -> None:
-                parts = urlsplit(self.path)
-                verdict = proxy.spoil(self.command, parts.path, parse_qs(parts.query))
-                if verdict == "drop":
-                    proxy.spoiled += 1
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                if isinstance(verdict, tuple):
-                    proxy.spoiled += 1
-                    self.answer(*verdict)
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                headers = {k: v for k, v in self.headers.items() if k.lower() in {"authorization", "content-type"}}
-                upstream_answer = requests.request(
-                    self.command, upstream + self.path, data=self.rfile.read(length) if length else None,
-                    headers=headers, timeout=30,
-                )
-                self.answer(upstream_answer.status_code, upstream_answer.content)
-
-            def answer(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

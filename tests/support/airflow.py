@@ -18,6 +18,7 @@ import http.server
 import json
 import os
 import secrets
+import socket
 import subprocess
 import threading
 import time
@@ -30,6 +31,7 @@ import requests
 
 from tests.airflow_dags import generate
 from tests.support.procs import Server, free_port, http_ok, venv_bin, wait_until
+from tests.support.spoiling import LoopbackServer
 
 USERNAME = "reconciler"
 START_TIMEOUT = 240.0
@@ -198,9 +200,16 @@ class FaultProxy:
     Every request is forwarded to the real server unchanged, except the ones
     `fault` picks: the n-th request (1-based) whose path starts with
     `path_prefix`, and with `sticky` every one after it too. A fault is an HTTP
-    status (answered by the proxy instead of Airflow), `"timeout"` (the proxy
-    holds the request for `hold` seconds, then forwards it), or `"total+1"` (the
-    real answer with `total_entries` raised by one, as if a DAG appeared).
+    status (answered by the proxy instead of Airflow, with `Retry-After:
+    retry_after` when set), `"timeout"` or `"slow"` (the proxy holds the request
+    for `hold` seconds, then forwards it), `"hang"` (holds it `hold` seconds, then
+    drops the connection without an answer), `"malformed"` (200 with a body that
+    is not JSON), or `"total+1"` (the real answer with `total_entries` raised by
+    one, as if a DAG appeared). `down()` stops the proxy (connections refused, the
+    port kept) until `up()`.
+
+    `seen` logs the path of every request; `requests` logs (method, path), so a
+    test can tell whether any mutating request reached the real server.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -211,7 +220,9 @@ class FaultProxy:
         self.nth = 0
         self.sticky = False
         self.hold = 3.0
+        self.retry_after: int | None = None
         self.seen: list[str] = []
+        self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -226,20 +237,39 @@ class FaultProxy:
 
             do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._listener = LoopbackServer(Handler)
+        self.url = self._listener.url
 
-    def arm(self, fault: int | str, nth: int, path_prefix: str, sticky: bool = False) -> None:
+    def arm(self, fault: int | str, nth: int, path_prefix: str, sticky: bool = False,
+            retry_after: int | None = None) -> None:
         with self._lock:
             self.fault, self.nth, self.path_prefix, self.sticky = fault, nth, path_prefix, sticky
+            self.retry_after = retry_after
             self.seen = []
 
-    def _pick(self, path: str) -> int | str | None:
+    def disarm(self) -> None:
+        with self._lock:
+            self.fault = None
+
+    def faulted(self) -> int:
+        """Requests the armed fault's path prefix has met since `arm`."""
+        with self._lock:
+            return sum(1 for p in self.seen if p.startswith(self.path_prefix))
+
+    def mutations(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(m, p) for m, p in self.requests if m not in ("GET", "HEAD", "OPTIONS")
+                    and not p.startswith("/auth/")]  # a login is no change to any DAG
+
+    def clear(self) -> None:
+        with self._lock:
+            self.seen = []
+            self.requests = []
+
+    def _pick(self, method: str, path: str) -> int | str | None:
         with self._lock:
             self.seen.append(path)
+            self.requests.append((method, path))
             if self.fault is None or not path.startswith(self.path_prefix):
                 return None
             count = sum(1 for p in self.seen if p.startswith(self.path_prefix))
@@ -247,44 +277,63 @@ class FaultProxy:
                 return self.fault
             return None
 
-    def _forward(self, handler: Any) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else None
-        fault = self._pick(handler.path.split("?", 1)[0])
-        if isinstance(fault, int):
-            payload = json.dumps({"detail": f"injected HTTP {fault}"}).encode()
-            handler.send_response(fault)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(payload)))
-            handler.end_headers()
-            handler.wfile.write(payload)
-            return
-        if fault == "timeout":
-            time.sleep(self.hold)
-        host, port = self.upstream
-        connection = http.client.HTTPConnection(host, port, timeout=30)
-        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
-        connection.request(handler.command, handler.path, body=body, headers=headers)
-        response = connection.getresponse()
-        payload = response.read()
-        if fault == "total+1":
-            document = json.loads(payload)
-            document["total_entries"] += 1
-            payload = json.dumps(document).encode()
+    def _answer(self, handler: Any, status: int, payload: bytes, headers: dict[str, str]) -> None:
         try:
-            handler.send_response(response.status)
-            for key, value in response.getheaders():
-                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    handler.send_header(key, value)
+            handler.send_response(status)
+            for key, value in headers.items():
+                handler.send_header(key, value)
             handler.send_header("Content-Length", str(len(payload)))
             handler.end_headers()
             handler.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up first (the timeout case)
+
+    def _forward(self, handler: Any) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else None
+        fault = self._pick(handler.command, handler.path.split("?", 1)[0])
+        if isinstance(fault, int):
+            payload = json.dumps({"detail": f"injected HTTP {fault}"}).encode()
+            headers = {"Content-Type": "application/json"}
+            if self.retry_after is not None:
+                headers["Retry-After"] = str(self.retry_after)
+            self._answer(handler, fault, payload, headers)
+            return
+        if fault == "malformed":
+            self._answer(handler, 200, b"<html><body>502 Bad Gateway</body></html>", {"Content-Type": "application/json"})
+            return
+        if fault in ("timeout", "slow", "hang"):
+            time.sleep(self.hold)
+        if fault == "hang":
+            handler.close_connection = True
+            try:
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        host, port = self.upstream
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        try:
+            connection.request(handler.command, handler.path, body=body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            if fault == "total+1":
+                document = json.loads(payload)
+                document["total_entries"] += 1
+                payload = json.dumps(document).encode()
+            self._answer(handler, response.status, payload, {
+                k: v for k, v in response.getheaders()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")})
         finally:
             connection.close()
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def down(self) -> None:
+        """Stop the proxy: the real server's address refuses connections until `up()`."""
+        self._listener.down()
 
+    def up(self) -> None:
+        self._listener.up()
+
+    def close(self) -> None:
+        self._listener.close()
