@@ -24,13 +24,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 
 from reconciler import failpoints
 from reconciler.leader import DatabaseLease
-from reconciler.state import MIGRATIONS, StateStore
+from reconciler.state import StateStore
 from tests.support.postgres import Postgres, postgres_server  # noqa: F401 - the session fixture
+from tests.crash.migrations import downgrade_to_0001
 from tests.support.procs import REPO
 
 pytestmark = pytest.mark.integration
@@ -72,18 +71,6 @@ def open_store_cli(url: str) -> int:
     """The same start in a new interpreter, the way `run` does it (once per test: it is slow)."""
     return subprocess.run([sys.executable, "-c", OPEN, url], cwd=REPO, capture_output=True,
                           timeout=120).returncode
-
-
-def downgrade_to_0001(url: str) -> None:
-    store = StateStore(url, migrate=False)
-    try:
-        with store.engine.begin() as conn:
-            config = AlembicConfig()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0001")
-    finally:
-        store.close()
 
 
 def audit_rows(store: StateStore) -> list[tuple[int, str, str]]:

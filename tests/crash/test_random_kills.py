@@ -47,14 +47,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 
 from providers.emulators.base import Fault
 from providers.emulators.sandbox import seed
-from reconciler.state import MIGRATIONS, StateStore
+from reconciler.state import StateStore
 from tests.integration.cleanup_support import cli, component_ids, emulated, write_config
 from tests.integration.test_cleanup_crash import ACTIONS, CONFIG, KINDS, Orphan, World
+from tests.crash.migrations import downgrade_to_0001
 from tests.support.procs import REPO
 
 pytestmark = pytest.mark.integration
@@ -175,18 +174,6 @@ def slow_actions(world: World, on: bool) -> None:
             emulator.faults.set(operation, Fault(latency=LATENCY))
         else:
             emulator.faults.clear()
-
-
-def downgrade_to_0001(url: str) -> None:
-    store = StateStore(url, migrate=False)
-    try:
-        with store.engine.begin() as conn:
-            config = AlembicConfig()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0001")
-    finally:
-        store.close()
 
 
 def audit_count(world: World) -> int:
